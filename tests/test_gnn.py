@@ -1,0 +1,281 @@
+"""MultiModalGNN: shapes, backend equivalence, masks, gradients, determinism, validation, learning."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from mmgraph import MultiModalGNN, explanation_to_networkx
+
+CONVS = ["gcn", "gat", "gatv2", "sage"]
+READOUTS = ["mean", "max", "sum", "attention"]
+DIMS = {"text": 6, "image": 5, "audio": 3}
+
+
+def make_inputs(batch=7, seed=0, dims=DIMS):
+    gen = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(batch, d, generator=gen) for name, d in dims.items()}
+
+
+def random_mask(batch=7, seed=1, modalities=3):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(batch, modalities, generator=gen) > 0.5
+    mask[:, 0] |= ~mask.any(1)  # at least one present modality per sample
+    mask[0] = torch.tensor([True] + [False] * (modalities - 1))  # a sample with a single modality
+    return mask
+
+
+def perturbed(model):
+    """Move every parameter off its initial value so zero-initialised biases take part in the comparison."""
+    gen = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+@pytest.mark.parametrize("conv, readout, backend", list(itertools.product(CONVS, READOUTS, ["dense", "pyg"])))
+def test_output_shape_for_every_conv_readout_backend(conv, readout, backend):
+    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, backend=backend)
+    out = gnn(make_inputs(), random_mask())
+    assert out.shape == (7, 8) and torch.isfinite(out).all()
+    assert gnn.out_dim == 8
+
+
+@pytest.mark.parametrize("conv, readout", list(itertools.product(CONVS, READOUTS)))
+def test_pyg_backend_loads_dense_state_dict_and_matches_it(conv, readout):
+    torch.manual_seed(0)
+    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, backend="dense")).eval()
+    torch.manual_seed(99)  # different init: only load_state_dict can make them agree
+    pyg = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, backend="pyg").eval()
+    assert list(dense.state_dict()) == list(pyg.state_dict())
+    pyg.load_state_dict(dense.state_dict())
+    inputs = make_inputs()
+    for mask in (None, random_mask()):
+        torch.testing.assert_close(pyg(inputs, mask), dense(inputs, mask), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("relations", ["star:audio", "chain", [("text", "r1", "image"), ("audio", "r1", "image"),
+                                                              ("image", "r2", "text")]])
+def test_backends_agree_on_other_relation_sets(relations):
+    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, relations=relations)).eval()
+    pyg = MultiModalGNN(DIMS, hidden=8, heads=2, relations=relations, backend="pyg").eval()
+    pyg.load_state_dict(dense.state_dict())
+    inputs, mask = make_inputs(), random_mask()
+    torch.testing.assert_close(pyg(inputs, mask), dense(inputs, mask), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("conv, backend", list(itertools.product(CONVS, ["dense", "pyg"])))
+def test_changing_a_masked_modality_changes_nothing(conv, backend):
+    gnn = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, backend=backend)).eval()
+    inputs, mask = make_inputs(), random_mask()
+    changed = {k: v.clone() for k, v in inputs.items()}
+    for m, name in enumerate(DIMS):
+        changed[name][~mask[:, m]] = 1e3 * torch.randn_like(changed[name][~mask[:, m]])
+    torch.testing.assert_close(gnn(changed, mask), gnn(inputs, mask), atol=0, rtol=0)
+
+
+def test_masked_modality_may_hold_nan():
+    gnn = MultiModalGNN(DIMS, hidden=8).eval()
+    inputs, mask = make_inputs(), random_mask()
+    inputs["image"][~mask[:, 1]] = float("nan")
+    assert torch.isfinite(gnn(inputs, mask)).all()
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_masked_modality_sends_and_receives_no_messages(conv):
+    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv)
+    mask = torch.tensor([[True, False, True]])
+    explanation = gnn.explain(make_inputs(batch=1), mask)
+    for coeff in explanation["edges"]:  # [B, R, N, N, K]
+        assert (coeff[0, :, 1] == 0).all() and (coeff[0, :, :, 1] == 0).all()
+    assert explanation["readout"][0, 1] == 0
+
+
+def test_mask_given_as_dict_equals_mask_tensor():
+    gnn = MultiModalGNN(DIMS, hidden=8).eval()
+    inputs, mask = make_inputs(), random_mask()
+    as_dict = {name: mask[:, m] for m, name in enumerate(DIMS)}
+    torch.testing.assert_close(gnn(inputs, as_dict), gnn(inputs, mask))
+
+
+def test_stacked_tensor_and_fuse_equal_dict_input():
+    dims = {"a": 4, "b": 4, "c": 4}
+    gnn = MultiModalGNN(dims, hidden=8).eval()
+    nodes = torch.randn(5, 3, 4)
+    mask = random_mask(batch=5)
+    expected = gnn({k: nodes[:, i] for i, k in enumerate(dims)}, mask)
+    torch.testing.assert_close(gnn(nodes, mask), expected)
+    torch.testing.assert_close(gnn.fuse(nodes, mask), expected)
+
+
+@pytest.mark.parametrize("conv, readout", [(c, "attention") for c in CONVS] + [("gat", r) for r in READOUTS])
+def test_gradients_reach_every_parameter(conv, readout):
+    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, layers=2)
+    gnn(make_inputs(), random_mask()).pow(2).sum().backward()
+    for name, p in gnn.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_same_seed_gives_same_model_and_output():
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        gnn = MultiModalGNN(DIMS, hidden=8, dropout=0.3)
+        torch.manual_seed(8)
+        outputs.append(gnn(make_inputs(), random_mask()))  # train mode: dropout draws from the seeded RNG
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_explain_returns_attention_rows_that_sum_to_one_and_modality_weights():
+    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv="gat", readout="attention")
+    mask = random_mask()
+    explanation = gnn.explain(make_inputs(), mask)
+    coeff = explanation["edges"][0][:, 0]  # relation "cross": [B, N, N, K]
+    row_sums = coeff.sum(2)  # over sources
+    torch.testing.assert_close(row_sums[mask], torch.ones_like(row_sums[mask]))
+    weights = torch.stack(list(explanation["modality_weights"].values()), 1)
+    torch.testing.assert_close(weights.sum(1), torch.ones(7))
+    assert (weights[~mask] == 0).all()
+    graph = explanation_to_networkx(explanation, sample=0)
+    assert set(graph.nodes) == {"text"}  # sample 0 has only text present
+
+
+# ---------------------------------------------------------------------- validation
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(conv="gin"), ValueError, "conv"),
+    (dict(readout="median"), ValueError, "readout"),
+    (dict(relations="ring"), ValueError, "relations"),
+    (dict(relations=[("text", "r", "video")]), ValueError, "video"),
+    (dict(hidden=10, heads=4, conv="gat"), ValueError, "divisible by heads"),
+    (dict(backend="jax"), ValueError, "backend"),
+    (dict(layers=-1), ValueError, "layers"),
+])
+def test_bad_constructor_arguments_raise(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        MultiModalGNN(DIMS, **kwargs)
+
+
+def test_bad_modalities_raise():
+    with pytest.raises(ValueError, match="modalities\\['text'\\]"):
+        MultiModalGNN({"text": 0})
+    with pytest.raises(TypeError, match="modalities"):
+        MultiModalGNN(["text", "image"])
+
+
+def _bad_inputs():
+    good = make_inputs()
+    cases = {
+        "missing key": ({k: v for k, v in good.items() if k != "audio"}, None, ValueError, "missing \\['audio'\\]"),
+        "unknown key": ({**good, "video": torch.randn(7, 2)}, None, ValueError, "unknown \\['video'\\]"),
+        "wrong dim": ({**good, "text": torch.randn(7, 9)}, None, ValueError, "inputs\\['text'\\].*\\[B, 6\\].*9"),
+        "batch sizes": ({**good, "image": torch.randn(6, 5)}, None, ValueError, "batch sizes disagree"),
+        "integer dtype": ({**good, "audio": torch.ones(7, 3, dtype=torch.long)}, None, TypeError, "floating"),
+        "nan": ({**good, "text": good["text"].clone().fill_(float("nan"))}, None, ValueError, "NaN"),
+        "inf": ({**good, "text": good["text"].clone().fill_(float("inf"))}, None, ValueError, "Inf"),
+        "mask shape": (good, torch.ones(7, 2, dtype=torch.bool), ValueError, "mask: expected shape \\(7, 3\\)"),
+        "mask dtype": (good, torch.ones(7, 3), TypeError, "torch.bool"),
+        "all masked": (good, torch.zeros(7, 3, dtype=torch.bool), ValueError, "every modality"),
+        "mask key": (good, {"video": torch.ones(7, dtype=torch.bool)}, ValueError, "unknown modality keys"),
+        "empty batch": ({k: v[:0] for k, v in good.items()}, None, ValueError, "empty batch"),
+        "not a dict": ([1, 2], None, TypeError, "inputs"),
+    }
+    return [pytest.param(*case, id=name) for name, case in cases.items()]
+
+
+@pytest.mark.parametrize("inputs, mask, error, words", _bad_inputs())
+def test_bad_inputs_raise_clear_errors(inputs, mask, error, words):
+    gnn = MultiModalGNN(DIMS, hidden=8)
+    with pytest.raises(error, match=words):
+        gnn(inputs, mask)
+
+
+# ---------------------------------------------------------------------- learning
+def make_interaction(n, gen):
+    """Label = XOR of one sign per modality: each modality alone is at chance."""
+    text, image = torch.randn(n, 4, generator=gen), torch.randn(n, 4, generator=gen)
+    return {"text": text, "image": image}, ((text[:, 0] > 0) ^ (image[:, 0] > 0)).long()
+
+
+@pytest.mark.parametrize("conv", ["gat", "gcn"])
+def test_learns_cross_modal_interaction_task(conv):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    train_x, train_y = make_interaction(1024, gen)
+    test_x, test_y = make_interaction(512, gen)
+    gnn = MultiModalGNN({"text": 4, "image": 4}, hidden=32, heads=4, conv=conv)
+    head = nn.Linear(32, 2)
+    optimiser = torch.optim.Adam([*gnn.parameters(), *head.parameters()], lr=5e-3)
+    for _ in range(250):
+        idx = torch.randint(0, 1024, (128,), generator=gen)
+        loss = nn.functional.cross_entropy(head(gnn({k: v[idx] for k, v in train_x.items()})), train_y[idx])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    gnn.eval()
+    with torch.no_grad():
+        accuracy = (head(gnn(test_x)).argmax(1) == test_y).float().mean()
+    assert accuracy >= 0.9
+
+
+# ---------------------------------------------------------------------- temporal graphs
+SEQ = {"a": 4, "b": 3}
+
+
+def seq_inputs(batch=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(batch, 6, 4, generator=gen), "b": torch.randn(batch, 3, 3, generator=gen)}
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_temporal_backends_agree_with_padding_and_masks(conv):
+    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2)).eval()
+    pyg = MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2, backend="pyg").eval()
+    pyg.load_state_dict(dense.state_dict())
+    lengths = torch.tensor([6, 1, 3, 5, 2])
+    step_mask = {"a": torch.arange(6).expand(5, 6) < lengths[:, None]}
+    mask = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
+    out = dense(seq_inputs(), mask, step_mask)
+    assert out.shape == (5, 8)
+    torch.testing.assert_close(pyg(seq_inputs(), mask, step_mask), out, atol=1e-4, rtol=0)
+
+
+def test_padded_steps_change_nothing():
+    gnn = perturbed(MultiModalGNN(SEQ, hidden=8, temporal_window=1)).eval()
+    inputs = seq_inputs()
+    step_mask = {"a": torch.arange(6).expand(5, 6) < 4}
+    padded = {k: v.clone() for k, v in inputs.items()}
+    padded["a"][:, 4:] = 1e3
+    torch.testing.assert_close(gnn(padded, step_mask=step_mask), gnn(inputs, step_mask=step_mask), atol=0, rtol=0)
+
+
+def test_temporal_window_adds_prev_next_relations_and_parameters():
+    static = MultiModalGNN(SEQ, hidden=8)
+    temporal = MultiModalGNN(SEQ, hidden=8, temporal_window=1)
+    assert temporal.relation_types == ("cross", "next", "prev")
+    assert sum(p.numel() for p in temporal.parameters()) > sum(p.numel() for p in static.parameters())
+
+
+def test_fuse_accepts_sequence_nodes_with_step_mask():
+    gnn = MultiModalGNN({"a": 4, "b": 4}, hidden=8, temporal_window=1).eval()
+    nodes = torch.randn(3, 2, 5, 4)
+    mask = torch.ones(3, 2, 5, dtype=torch.bool)
+    mask[0, 1, 2:] = False
+    step_mask = {"a": mask[:, 0], "b": mask[:, 1]}
+    expected = gnn({"a": nodes[:, 0], "b": nodes[:, 1]}, step_mask=step_mask)
+    torch.testing.assert_close(gnn.fuse(nodes, mask), expected)
+
+
+# ---------------------------------------------------------------------- CUDA
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["dense", "pyg"])
+def test_runs_on_cuda_and_matches_cpu(backend):
+    gnn = perturbed(MultiModalGNN(DIMS, hidden=8, backend=backend)).eval()
+    inputs, mask = make_inputs(), random_mask()
+    expected = gnn(inputs, mask)
+    gnn = gnn.cuda()
+    out = gnn({k: v.cuda() for k, v in inputs.items()}, mask.cuda())
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-4, rtol=1e-4)
