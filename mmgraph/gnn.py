@@ -57,6 +57,61 @@ def _masked_softmax(scores: Tensor, valid: Tensor, dim: int) -> Tensor:
     return torch.softmax(scores, dim=dim) * valid
 
 
+def _per_relation(h: Tensor, weights: list[Tensor], heads: int) -> Tensor:
+    """Every relation's linear map of every node: ``h [B, N, H]``, ``weights: R x [K*C, H]`` -> ``[B, R, N, K, C]``."""
+    batch, num_nodes, _ = h.shape
+    out = torch.einsum("bnh,rkh->brnk", h, torch.stack(weights))
+    return out.view(batch, len(weights), num_nodes, heads, -1)
+
+
+def _block_diagonal(att: Tensor) -> Tensor:
+    """``att: [R, 1, K, C]`` per-head attention vectors -> ``[R, K*C, K]`` so that ``x.flatten(-2) @ out`` gives
+    ``(x * att).sum(-1)`` for ``x: [..., K, C]`` in one matmul."""
+    relations, _, heads, channels = att.shape
+    eye = torch.eye(heads, dtype=att.dtype, device=att.device)
+    return (att.view(relations, heads, channels, 1) * eye.view(1, heads, 1, heads)).reshape(relations, -1, heads)
+
+
+class _Aggregate(torch.autograd.Function):
+    """``out[b, i, k] = sum_r sum_j coeff[b, r, i, j, k] * sources[b, r, j, k]`` as one ``bmm`` over ``B * R * K``
+    little matrices, forward and backward.
+
+    Written out because autograd's own ``bmm``/``einsum`` backward can receive broadcast (stride-0) gradients, for
+    which the CPU kernel falls back to a per-matrix loop that is 20-40x slower; here every ``bmm`` operand is
+    contiguous. The broadcast-multiply alternative materialises ``[B, R, N, N, K, C]`` and is 3-10x slower.
+    """
+
+    @staticmethod
+    def forward(ctx, coeff: Tensor, sources: Tensor) -> Tensor:
+        batch, relations, nodes, _, heads = coeff.shape
+        channels = sources.shape[-1]
+        a = coeff.permute(0, 1, 4, 2, 3).reshape(-1, nodes, nodes)  # [B*R*K, N, N]
+        x = sources.permute(0, 1, 3, 2, 4).reshape(-1, nodes, channels)  # [B*R*K, N, C]
+        ctx.save_for_backward(a, x)
+        ctx.shape = (batch, relations, nodes, heads, channels)
+        out = torch.bmm(a, x).view(batch, relations, heads, nodes, channels).sum(1)  # [B, K, N, C]
+        return out.transpose(1, 2)  # [B, N, K, C]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        a, x = ctx.saved_tensors
+        batch, relations, nodes, heads, channels = ctx.shape
+        grad = grad.transpose(1, 2).unsqueeze(1).expand(batch, relations, heads, nodes, channels)
+        grad = grad.reshape(-1, nodes, channels).contiguous()  # [B*R*K, N, C]
+        grad_a = torch.bmm(grad, x.transpose(1, 2)).view(batch, relations, heads, nodes, nodes)
+        grad_x = torch.bmm(a.transpose(1, 2), grad).view(batch, relations, heads, nodes, channels)
+        return grad_a.permute(0, 1, 3, 4, 2), grad_x.permute(0, 1, 3, 2, 4)
+
+
+def _aggregate(coeff: Tensor, sources: Tensor) -> Tensor:
+    """``coeff: [B, R, N, N, K]`` (dst, src) and ``sources: [B, R, N, K, C]`` -> ``[B, N, K, C]``:
+    ``out[b, i] = sum_r sum_j coeff[b, r, i, j] * sources[b, r, j]`` per head."""
+    if coeff.shape[0] != sources.shape[0]:  # coefficients shared by the batch (nothing masked)
+        coeff = coeff.expand(sources.shape[0], *coeff.shape[1:])
+    return _Aggregate.apply(coeff, sources)
+
+
 def _make_conv(conv: str, hidden: int, heads: int) -> nn.Module:
     # Self-loops come from the graph layout (only on a relation's destination nodes) and biases are per node type,
     # so every conv runs without its own self-loops and bias: then a node that is not a destination of relation r
@@ -109,7 +164,9 @@ class HeteroGNNLayer(nn.Module):
 
     def update(self, h: Tensor, message: Tensor, node_type: Tensor) -> Tensor:
         """``LN_τ(h + dropout(ELU(message + b_τ)))``; ``h, message: [..., N, H]``, ``node_type: [N]``."""
-        message = F.dropout(F.elu(message + self.type_bias[node_type]), self.dropout, self.training)
+        message = F.elu(message + self.type_bias[node_type])
+        if self.training and self.dropout > 0:
+            message = F.dropout(message, self.dropout)
         out = F.layer_norm(h + message, (self.hidden,))
         return out * self.norm_weight[node_type] + self.norm_bias[node_type]
 
@@ -132,39 +189,31 @@ class HeteroGNNLayer(nn.Module):
             return torch.zeros_like(h), h.new_zeros(batch, 0, num_nodes, num_nodes, 1)
         heads, channels = self.heads, self.hidden // self.heads
         if self.kind == "gat":
-            weight = torch.stack([c.lin.weight for c in convs])  # [R, K*C, H]
-            xw = torch.einsum("bnh,rkh->brnk", h, weight).view(batch, -1, num_nodes, heads, channels)
-            att_src = torch.stack([c.att_src for c in convs]).view(1, -1, 1, heads, channels)  # [1, R, 1, K, C]
-            att_dst = torch.stack([c.att_dst for c in convs]).view(1, -1, 1, heads, channels)
-            score_src = (xw * att_src).sum(-1)  # [B, R, N, K]
-            score_dst = (xw * att_dst).sum(-1)
+            sources = _per_relation(h, [c.lin.weight for c in convs], heads)  # [B, R, N, K, C]
+            att = torch.cat([_block_diagonal(torch.stack([c.att_src for c in convs])),
+                             _block_diagonal(torch.stack([c.att_dst for c in convs]))], dim=-1)  # [R, K*C, 2K]
+            score_src, score_dst = (sources.flatten(3) @ att.unsqueeze(0)).split(heads, dim=-1)  # [B, R, N, K]
             scores = F.leaky_relu(score_dst.unsqueeze(3) + score_src.unsqueeze(2), convs[0].negative_slope)
             coeff = _masked_softmax(scores, adjacency.unsqueeze(-1), dim=3)  # [B, R, N, N, K]
-            out = torch.einsum("brijk,brjkc->bikc", coeff, xw)
         elif self.kind == "gatv2":
-            w_src = torch.stack([c.lin_l.weight for c in convs])  # [R, K*C, H]
-            w_dst = torch.stack([c.lin_r.weight for c in convs])
-            x_src = torch.einsum("bnh,rkh->brnk", h, w_src).view(batch, -1, num_nodes, heads, channels)
-            x_dst = torch.einsum("bnh,rkh->brnk", h, w_dst).view(batch, -1, num_nodes, heads, channels)
+            sources = _per_relation(h, [c.lin_l.weight for c in convs], heads)
+            targets = _per_relation(h, [c.lin_r.weight for c in convs], heads)
             att = torch.stack([c.att for c in convs]).view(1, -1, 1, 1, heads, channels)
-            pair = F.leaky_relu(x_dst.unsqueeze(3) + x_src.unsqueeze(2), convs[0].negative_slope)  # [B,R,N,N,K,C]
+            pair = F.leaky_relu(targets.unsqueeze(3) + sources.unsqueeze(2), convs[0].negative_slope)  # [B,R,N,N,K,C]
             coeff = _masked_softmax((pair * att).sum(-1), adjacency.unsqueeze(-1), dim=3)
-            out = torch.einsum("brijk,brjkc->bikc", coeff, x_src)
-        elif self.kind == "sage":
-            weight = torch.stack([c.lin_l.weight for c in convs])  # [R, H, H]
+        else:
+            # SAGE: mean over in-neighbours (PyG applies lin after the mean; by linearity the order is immaterial).
+            # GCN: w_ij = 1 / sqrt(deg_i deg_j), deg counting the self-loop (a virtual one off the relation's types).
+            weights = [c.lin_l.weight if self.kind == "sage" else c.lin.weight for c in convs]
+            sources = _per_relation(h, weights, 1)
             adj = adjacency.to(h.dtype)
-            coeff = adj / adj.sum(-1, keepdim=True).clamp(min=1.0)  # mean over in-neighbours
-            out = torch.einsum("brij,bjh,rkh->bik", coeff, h, weight)
+            if self.kind == "sage":
+                coeff = adj / adj.sum(-1, keepdim=True).clamp(min=1.0)
+            else:
+                inv_sqrt = (adj.sum(-1) + (~is_dst).to(h.dtype)).clamp(min=1.0).rsqrt()  # [B, R, N]
+                coeff = adj * inv_sqrt.unsqueeze(-1) * inv_sqrt.unsqueeze(-2)
             coeff = coeff.unsqueeze(-1)
-        else:  # gcn: w_ij = 1 / sqrt(deg_i deg_j), deg counts the self-loop (a virtual one off the relation's types)
-            weight = torch.stack([c.lin.weight for c in convs])
-            adj = adjacency.to(h.dtype)
-            deg = adj.sum(-1) + (~is_dst).to(h.dtype)  # [B, R, N]
-            inv_sqrt = deg.clamp(min=1.0).rsqrt()
-            coeff = adj * inv_sqrt.unsqueeze(-1) * inv_sqrt.unsqueeze(-2)
-            out = torch.einsum("brij,bjh,rkh->bik", coeff, h, weight)
-            coeff = coeff.unsqueeze(-1)
-        return out.reshape(batch, num_nodes, self.hidden), coeff
+        return _aggregate(coeff, sources).reshape(batch, num_nodes, self.hidden), coeff
 
     # ------------------------------------------------------------------ pyg backend
     def pyg_messages(self, x: Tensor, edge_index: Mapping[str, Tensor], is_dst_flat: Tensor) -> Tensor:
@@ -206,21 +255,28 @@ class GraphReadout(nn.Module):
     def reset_parameters(self) -> None:
         self.aggr.reset_parameters()
 
-    def dense(self, h: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """``h: [B, N, H]``, ``node_mask: [B, N]`` -> ``(fused [B, H], node weights [B, N])``."""
-        valid = node_mask.unsqueeze(-1)
-        count = node_mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)  # [B, 1]
+    def dense(self, h: Tensor, node_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``h: [B, N, H]``, ``node_mask: [B, N]`` (None = all present) -> ``(fused [B, H], node weights [B, N])``."""
         if self.kind == "attention":
-            weights = _masked_softmax(self.aggr.gate_nn(h).squeeze(-1), node_mask, dim=1)
+            scores = self.aggr.gate_nn(h).squeeze(-1)  # [B, N]
+            weights = (torch.softmax(scores, dim=1) if node_mask is None
+                       else _masked_softmax(scores, node_mask, dim=1))
             return torch.einsum("bn,bnh->bh", weights, h), weights
         if self.kind == "max":
-            fused = h.masked_fill(~valid, float("-inf")).amax(1)
-            fused = torch.where(node_mask.any(1, keepdim=True), fused, torch.zeros_like(fused))
-            winners = (h == fused.unsqueeze(1)) & valid  # share of channels where each node is the max
-            return fused, winners.to(h.dtype).mean(-1)
-        summed = (h * valid).sum(1)
-        weights = node_mask.to(h.dtype) / count
-        return (summed / count if self.kind == "mean" else summed), weights
+            if node_mask is None:
+                fused = h.amax(1)
+                winners = h == fused.unsqueeze(1)
+            else:
+                fused = h.masked_fill(~node_mask.unsqueeze(-1), float("-inf")).amax(1)
+                fused = torch.where(node_mask.any(1, keepdim=True), fused, torch.zeros_like(fused))
+                winners = (h == fused.unsqueeze(1)) & node_mask.unsqueeze(-1)
+            return fused, winners.to(h.dtype).mean(-1)  # weight = share of channels where a node is the max
+        if node_mask is None:
+            weights = h.new_full(h.shape[:2], 1.0 / h.shape[1])
+            return (h.mean(1) if self.kind == "mean" else h.sum(1)), weights
+        count = node_mask.sum(1, keepdim=True).clamp(min=1).to(h.dtype)  # [B, 1]
+        summed = (h * node_mask.unsqueeze(-1)).sum(1)
+        return (summed / count if self.kind == "mean" else summed), node_mask.to(h.dtype) / count
 
     def pyg(self, x: Tensor, node_mask: Tensor) -> Tensor:
         """``x: [B * N, H]`` flattened, ``node_mask: [B, N]`` -> ``[B, H]`` via ``torch_geometric.nn.aggr``."""
@@ -373,6 +429,8 @@ class MultiModalGNN(nn.Module):
         """
         h, node_mask, layout = self._embed(inputs, mask, step_mask)
         _, edges, readout = self._dense(h, node_mask, layout)
+        if node_mask is None:
+            node_mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
         return {
             "node_names": list(layout.node_names),
             "node_type": layout.node_type,
@@ -385,19 +443,29 @@ class MultiModalGNN(nn.Module):
         }
 
     # ------------------------------------------------------------------ internals
-    def _dense(self, h: Tensor, node_mask: Tensor, layout: GraphLayout) -> tuple[Tensor, list[Tensor], Tensor]:
-        adjacency = self.graph.dense_adjacency(node_mask, layout)  # [B, R, N, N]
-        keep = node_mask.unsqueeze(-1).to(h.dtype)
+    def _dense(self, h: Tensor, node_mask: Tensor | None, layout: GraphLayout
+               ) -> tuple[Tensor, list[Tensor], Tensor]:
+        """``node_mask=None`` means every node is present: the graph is then the same for every sample and the
+        adjacency stays ``[1, R, N, N]``."""
+        if node_mask is None:
+            adjacency = layout.adjacency.unsqueeze(0)
+        else:
+            adjacency = self.graph.dense_adjacency(node_mask, layout)  # [B, R, N, N]
+            keep = node_mask.unsqueeze(-1).to(h.dtype)
         edges = []
         for layer in self.layers:
             message, coeff = layer.dense_messages(h, adjacency, layout.is_dst)
-            h = layer.update(h, message, layout.node_type) * keep
-            edges.append(coeff)
+            h = layer.update(h, message, layout.node_type)
+            if node_mask is not None:
+                h = h * keep
+            edges.append(coeff.expand(h.shape[0], *coeff.shape[1:]))
         fused, weights = self.readout.dense(h, node_mask)
         return fused, edges, weights
 
-    def _pyg(self, h: Tensor, node_mask: Tensor, layout: GraphLayout) -> Tensor:
+    def _pyg(self, h: Tensor, node_mask: Tensor | None, layout: GraphLayout) -> Tensor:
         batch, num_nodes, hidden = h.shape
+        if node_mask is None:
+            node_mask = torch.ones(batch, num_nodes, dtype=torch.bool, device=h.device)
         edge_index = self.graph.edge_index_dict(node_mask, layout, homogeneous=True)
         node_type = layout.node_type.repeat(batch)  # [B * N]
         is_dst = layout.is_dst.repeat(1, batch)  # [R, B * N]
@@ -407,8 +475,9 @@ class MultiModalGNN(nn.Module):
             x = layer.update(x, layer.pyg_messages(x, edge_index, is_dst), node_type) * keep
         return self.readout.pyg(x, node_mask)
 
-    def _embed(self, inputs, mask, step_mask) -> tuple[Tensor, Tensor, GraphLayout]:
-        """Validate, project each modality to ``H`` and lay the nodes out: ``h [B, N, H]``, ``node_mask [B, N]``."""
+    def _embed(self, inputs, mask, step_mask) -> tuple[Tensor, Tensor | None, GraphLayout]:
+        """Validate, project each modality to ``H`` and lay the nodes out: ``h [B, N, H]``, ``node_mask [B, N]``
+        (None when no mask was given: every node present)."""
         inputs = self._as_dict(inputs)
         batch = _check_inputs(inputs, self.modalities)
         steps = [x.shape[1] if x.dim() == 3 else 1 for x in inputs.values()]
@@ -419,12 +488,28 @@ class MultiModalGNN(nn.Module):
         node_mask = self.graph.node_mask(layout, mask, batch, step_mask)
         if self.validate == "full" or (self.validate == "auto" and device.type == "cpu"):
             _check_values(inputs, node_mask, layout, self.modalities)
-        projected = []
-        for m, (name, x) in enumerate(inputs.items()):
-            x = x if x.dim() == 3 else x.unsqueeze(1)  # [B, T_m, d_m]
-            present = node_mask[:, layout.node_type == m].unsqueeze(-1)  # [B, T_m, 1]
-            projected.append(self.input_proj[name](torch.where(present, x, torch.zeros_like(x))))
-        return torch.cat(projected, dim=1), node_mask, layout
+        if mask is None and step_mask is None:
+            node_mask = None  # every node present: the fast, sample-independent graph
+        sequences = [x if x.dim() == 3 else x.unsqueeze(1) for x in inputs.values()]  # [B, T_m, d_m]
+        if len({x.shape[-1] for x in sequences}) == 1:
+            # one batched projection: node n uses its type's weights
+            x = torch.cat(sequences, dim=1)  # [B, N, D]
+            if node_mask is not None:
+                x = torch.where(node_mask.unsqueeze(-1), x, torch.zeros_like(x))
+            weight = torch.stack([proj.weight for proj in self.input_proj.values()])  # [M, H, D]
+            bias = torch.stack([proj.bias for proj in self.input_proj.values()])  # [M, H]
+            if layout.num_nodes != len(self.modalities):
+                weight, bias = weight[layout.node_type], bias[layout.node_type]
+            h = torch.einsum("bnd,nhd->bnh", x, weight) + bias
+        else:
+            projected = []
+            for m, (name, x) in enumerate(zip(self.modalities, sequences)):
+                if node_mask is not None:
+                    present = node_mask[:, layout.node_type == m].unsqueeze(-1)  # [B, T_m, 1]
+                    x = torch.where(present, x, torch.zeros_like(x))
+                projected.append(self.input_proj[name](x))
+            h = torch.cat(projected, dim=1)
+        return h, node_mask, layout
 
     def _as_dict(self, inputs) -> dict[str, Tensor]:
         if isinstance(inputs, Tensor):
