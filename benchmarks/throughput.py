@@ -124,7 +124,7 @@ def _sync(device: torch.device) -> None:
 
 
 def make_step(model: nn.Module, batch_fn, labels: torch.Tensor):
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)  # same optimiser for all
 
     def step() -> None:
         loss = F.cross_entropy(model(batch_fn()), labels)

@@ -6,7 +6,7 @@ Per sample, every modality is a node (or ``T`` nodes when given as a sequence ``
 .. math::
 
     m_i = \\sum_{r \\in \\mathcal{R}} \\mathrm{conv}_r(H, E_r)_i + b_{τ(i)}, \\qquad
-    h_i' = \\mathrm{LN}_{τ(i)}\\big(h_i + \\mathrm{dropout}(\\mathrm{ELU}(m_i))\\big),
+    h_i' = \\mathrm{LN}_{τ(i)}\\big(h_i + \\mathrm{dropout}(\\mathrm{ReLU}(m_i))\\big),
 
 where ``conv_r`` is one of ``GCNConv``, ``GATConv``, ``GATv2Conv``, ``SAGEConv`` with its own parameters per relation
 type ``r`` and edges ``E_r`` (self-loops on every destination node included), ``b_τ`` and the LayerNorm affine are
@@ -57,21 +57,6 @@ def _masked_softmax(scores: Tensor, valid: Tensor, dim: int) -> Tensor:
     return torch.softmax(scores, dim=dim) * valid
 
 
-def _per_relation(h: Tensor, weights: list[Tensor], heads: int) -> Tensor:
-    """Every relation's linear map of every node: ``h [B, N, H]``, ``weights: R x [K*C, H]`` -> ``[B, R, N, K, C]``."""
-    batch, num_nodes, _ = h.shape
-    out = torch.einsum("bnh,rkh->brnk", h, torch.stack(weights))
-    return out.view(batch, len(weights), num_nodes, heads, -1)
-
-
-def _block_diagonal(att: Tensor) -> Tensor:
-    """``att: [R, 1, K, C]`` per-head attention vectors -> ``[R, K*C, K]`` so that ``x.flatten(-2) @ out`` gives
-    ``(x * att).sum(-1)`` for ``x: [..., K, C]`` in one matmul."""
-    relations, _, heads, channels = att.shape
-    eye = torch.eye(heads, dtype=att.dtype, device=att.device)
-    return (att.view(relations, heads, channels, 1) * eye.view(1, heads, 1, heads)).reshape(relations, -1, heads)
-
-
 class _Aggregate(torch.autograd.Function):
     """``out[b, i, k] = sum_r sum_j coeff[b, r, i, j, k] * sources[b, r, j, k]`` as one ``bmm`` over ``B * R * K``
     little matrices, forward and backward.
@@ -89,7 +74,8 @@ class _Aggregate(torch.autograd.Function):
         x = sources.permute(0, 1, 3, 2, 4).reshape(-1, nodes, channels)  # [B*R*K, N, C]
         ctx.save_for_backward(a, x)
         ctx.shape = (batch, relations, nodes, heads, channels)
-        out = torch.bmm(a, x).view(batch, relations, heads, nodes, channels).sum(1)  # [B, K, N, C]
+        out = torch.bmm(a, x).view(batch, relations, heads, nodes, channels)
+        out = out.squeeze(1) if relations == 1 else out.sum(1)  # [B, K, N, C]
         return out.transpose(1, 2)  # [B, N, K, C]
 
     @staticmethod
@@ -97,7 +83,9 @@ class _Aggregate(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
         a, x = ctx.saved_tensors
         batch, relations, nodes, heads, channels = ctx.shape
-        grad = grad.transpose(1, 2).unsqueeze(1).expand(batch, relations, heads, nodes, channels)
+        grad = grad.transpose(1, 2).unsqueeze(1)  # [B, 1, K, N, C]
+        if relations > 1:
+            grad = grad.expand(batch, relations, heads, nodes, channels)
         grad = grad.reshape(-1, nodes, channels).contiguous()  # [B*R*K, N, C]
         grad_a = torch.bmm(grad, x.transpose(1, 2)).view(batch, relations, heads, nodes, nodes)
         grad_x = torch.bmm(a.transpose(1, 2), grad).view(batch, relations, heads, nodes, channels)
@@ -163,8 +151,8 @@ class HeteroGNNLayer(nn.Module):
         return f"{self.kind}, hidden={self.hidden}, heads={self.heads}, relations={list(self.relation_types)}"
 
     def update(self, h: Tensor, message: Tensor, node_type: Tensor) -> Tensor:
-        """``LN_τ(h + dropout(ELU(message + b_τ)))``; ``h, message: [..., N, H]``, ``node_type: [N]``."""
-        message = F.elu(message + self.type_bias[node_type])
+        """``LN_τ(h + dropout(ReLU(message + b_τ)))``; ``h, message: [..., N, H]``, ``node_type: [N]``."""
+        message = F.relu(message + self.type_bias[node_type])
         if self.training and self.dropout > 0:
             message = F.dropout(message, self.dropout)
         out = F.layer_norm(h + message, (self.hidden,))
@@ -187,25 +175,35 @@ class HeteroGNNLayer(nn.Module):
         convs = self._convs()
         if not convs:
             return torch.zeros_like(h), h.new_zeros(batch, 0, num_nodes, num_nodes, 1)
-        heads, channels = self.heads, self.hidden // self.heads
+        heads, channels, relations = self.heads, self.hidden // self.heads, len(convs)
         if self.kind == "gat":
-            sources = _per_relation(h, [c.lin.weight for c in convs], heads)  # [B, R, N, K, C]
-            att = torch.cat([_block_diagonal(torch.stack([c.att_src for c in convs])),
-                             _block_diagonal(torch.stack([c.att_dst for c in convs]))], dim=-1)  # [R, K*C, 2K]
-            score_src, score_dst = (sources.flatten(3) @ att.unsqueeze(0)).split(heads, dim=-1)  # [B, R, N, K]
+            # (x W) . a = x (W^T a): the attention vectors fold into the weights, so node features and both score
+            # sets come out of one matmul.
+            weight = torch.stack([c.lin.weight for c in convs])  # [R, K*C, H]
+            per_head = weight.view(relations, heads, channels, -1)  # [R, K, C, H]
+            att_src = torch.einsum("rkc,rkch->rkh", torch.stack([c.att_src for c in convs]).squeeze(1), per_head)
+            att_dst = torch.einsum("rkc,rkch->rkh", torch.stack([c.att_dst for c in convs]).squeeze(1), per_head)
+            projected = F.linear(h, torch.cat([weight.flatten(0, 1), att_src.flatten(0, 1), att_dst.flatten(0, 1)]))
+            sources, score_src, score_dst = projected.split(
+                [relations * heads * channels, relations * heads, relations * heads], dim=-1)
+            sources = sources.view(batch, num_nodes, relations, heads, channels).transpose(1, 2)  # [B, R, N, K, C]
+            score_src = score_src.view(batch, num_nodes, relations, heads).transpose(1, 2)  # [B, R, N, K]
+            score_dst = score_dst.view(batch, num_nodes, relations, heads).transpose(1, 2)
             scores = F.leaky_relu(score_dst.unsqueeze(3) + score_src.unsqueeze(2), convs[0].negative_slope)
             coeff = _masked_softmax(scores, adjacency.unsqueeze(-1), dim=3)  # [B, R, N, N, K]
         elif self.kind == "gatv2":
-            sources = _per_relation(h, [c.lin_l.weight for c in convs], heads)
-            targets = _per_relation(h, [c.lin_r.weight for c in convs], heads)
+            weight = torch.cat([torch.stack([c.lin_l.weight for c in convs]).flatten(0, 1),
+                                torch.stack([c.lin_r.weight for c in convs]).flatten(0, 1)])  # [2 * R*K*C, H]
+            sources, targets = (F.linear(h, weight).view(batch, num_nodes, 2, relations, heads, channels)
+                                .permute(2, 0, 3, 1, 4, 5))  # 2 x [B, R, N, K, C]
             att = torch.stack([c.att for c in convs]).view(1, -1, 1, 1, heads, channels)
             pair = F.leaky_relu(targets.unsqueeze(3) + sources.unsqueeze(2), convs[0].negative_slope)  # [B,R,N,N,K,C]
             coeff = _masked_softmax((pair * att).sum(-1), adjacency.unsqueeze(-1), dim=3)
         else:
             # SAGE: mean over in-neighbours (PyG applies lin after the mean; by linearity the order is immaterial).
             # GCN: w_ij = 1 / sqrt(deg_i deg_j), deg counting the self-loop (a virtual one off the relation's types).
-            weights = [c.lin_l.weight if self.kind == "sage" else c.lin.weight for c in convs]
-            sources = _per_relation(h, weights, 1)
+            weight = torch.stack([c.lin_l.weight if self.kind == "sage" else c.lin.weight for c in convs])
+            sources = F.linear(h, weight.flatten(0, 1)).view(batch, num_nodes, relations, 1, -1).transpose(1, 2)
             adj = adjacency.to(h.dtype)
             if self.kind == "sage":
                 coeff = adj / adj.sum(-1, keepdim=True).clamp(min=1.0)
