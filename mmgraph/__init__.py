@@ -7,6 +7,7 @@ readout pools it into one fused representation.
 >>> gnn = MultiModalGNN({"text": 300, "image": 512}, hidden=64, conv="gat")
 """
 
+from mmgraph.fusion import available_fusions, build_fusion, register_fusion
 from mmgraph.gnn import MultiModalGNN, explanation_to_networkx
 from mmgraph.graph import GraphLayout, ModalityGraph
 from mmgraph.utils import resolve_device, seed_everything
@@ -17,7 +18,10 @@ __all__ = [
     "GraphLayout",
     "ModalityGraph",
     "MultiModalGNN",
+    "available_fusions",
+    "build_fusion",
     "explanation_to_networkx",
+    "register_fusion",
     "resolve_device",
     "seed_everything",
 ]

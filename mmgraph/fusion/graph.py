@@ -1,0 +1,57 @@
+"""Graph fusion: :class:`mmgraph.gnn.MultiModalGNN` behind the common fusion interface."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from mmgraph.fusion.base import FusionBase, register_fusion
+
+
+@register_fusion("gnn")
+class GNNFusion(FusionBase):
+    """The modalities as nodes of a heterogeneous graph, fused by :class:`~mmgraph.gnn.MultiModalGNN`.
+
+    .. math:: h^{(0)}_i = W_{τ(i)} m_i, \\quad h^{(l+1)} = \\mathrm{HeteroConv}_l(h^{(l)}, E), \\quad
+              \\mathrm{fused} = \\mathrm{readout}_{i \\in P}(h^{(L)}_i)
+
+    (GCN: Kipf & Welling, ICLR 2017; GAT: Veličković et al., ICLR 2018; graph fusion of modalities as in Mai et
+    al., "Modality to modality translation: an adversarial representation learning and graph fusion network for
+    multimodal fusion", AAAI 2020). See :class:`~mmgraph.gnn.MultiModalGNN`
+    for the layer maths; this class only adapts the interface.
+
+    Shapes: ``nodes [B, M, D]`` (or ``[B, M, T, D]``: ``T`` temporal nodes per modality) -> ``[B, out_dim]``.
+
+    Mask: missing modalities (or steps, with a ``[B, M, T]`` mask) are nodes without edges, left out of the
+    readout.
+
+    Args:
+        names: node-type names, one per modality (default ``["m0", "m1", ...]``).
+        **kwargs: passed to ``MultiModalGNN`` (``layers``, ``conv``, ``heads``, ``relations``, ``readout``, ...).
+            ``hidden`` is ``out_dim``. Inputs are validated here, once, so the inner GNN only checks shapes unless
+            ``validate`` is given.
+    """
+
+    supports_sequences = True
+
+    def __init__(self, num_modalities: int, dim: int, out_dim: int | None = None, names: list[str] | None = None,
+                 **kwargs) -> None:
+        super().__init__(num_modalities, dim, out_dim)
+        from mmgraph.gnn import MultiModalGNN  # lazy: the fusion package must import without the GNN module
+
+        names = [f"m{i}" for i in range(num_modalities)] if names is None else list(names)
+        if len(names) != num_modalities or len(set(names)) != num_modalities:
+            raise ValueError(f"names: expected {num_modalities} distinct modality names, got {names!r}")
+        if "hidden" in kwargs:
+            raise TypeError("hidden: not accepted by the gnn fusion; pass out_dim instead")
+        kwargs.setdefault("validate", "shapes")
+        self.names = names
+        self.gnn = MultiModalGNN({name: dim for name in names}, hidden=self.out_dim, **kwargs)
+
+    def reset_parameters(self) -> None:
+        self.gnn.reset_parameters()
+
+    def forward(self, nodes: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Validate, then :meth:`MultiModalGNN.fuse` (given the caller's mask, so ``None`` keeps the GNN's
+        sample-independent fast path)."""
+        self.check_inputs(nodes, mask)
+        return self.gnn.fuse(nodes, mask)
