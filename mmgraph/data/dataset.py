@@ -1,0 +1,427 @@
+"""In-memory multimodal datasets with masks, vectorised batching, stratified splits and standardisation.
+
+A :class:`MultiModalDataset` holds one tensor per modality (``[N, ...]``), one target tensor per task (``[N]``), a
+presence mask ``[N, M]`` and optional per-step masks for padded sequences. Indexing with a batch of indices gathers
+every tensor at once (``dataset[LongTensor[B]] -> MultiModalBatch``): no per-sample collation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["MultiModalBatch", "MultiModalDataset", "standardize", "stratified_split"]
+
+ArrayLike = Tensor | np.ndarray
+Index = int | slice | Sequence[int] | Tensor | np.ndarray
+
+
+@dataclass
+class MultiModalBatch:
+    """One batch of ``B`` samples.
+
+    Attributes:
+        inputs: ``{modality: Tensor[B, ...]}`` (float32 features, int64 token ids).
+        mask: ``BoolTensor[B, M]``, True = modality present, columns in the dataset's ``modalities`` order.
+        targets: ``{task: Tensor[B]}`` (int64 class ids, or float32 for regression).
+        step_mask: ``{modality: BoolTensor[B, T]}`` (True = real step) for padded sequences, or None.
+    """
+
+    inputs: dict[str, Tensor]
+    mask: Tensor
+    targets: dict[str, Tensor]
+    step_mask: dict[str, Tensor] | None = None
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> MultiModalBatch:
+        """A copy with every tensor moved to ``device``."""
+        def move(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {name: t.to(device, non_blocking=non_blocking) for name, t in tensors.items()}
+
+        return MultiModalBatch(move(self.inputs), self.mask.to(device, non_blocking=non_blocking), move(self.targets),
+                               None if self.step_mask is None else move(self.step_mask))
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+
+class MultiModalDataset:
+    """Multimodal samples held as tensors, indexed in batches.
+
+    Args:
+        features: ``{modality: Tensor | ndarray [N, ...]}``; insertion order is the modality order ``M``. Floating
+            (and bool) arrays are stored as float32; integer arrays are token ids, stored as int64 (must be >= 0).
+        targets: one array ``[N]`` (task ``"label"``) or ``{task: array [N]}``. Integer targets are class ids,
+            float targets are regression values (unless ``task_types`` says otherwise).
+        mask: ``BoolTensor[N, M]`` or ``{modality: BoolTensor[N]}`` (modalities left out are present); True =
+            present. Default: everything present. Every sample needs at least one present modality.
+        step_mask: ``{modality: BoolTensor[N, T]}`` (True = real step) for sequence modalities ``[N, T, ...]``;
+            a sample whose modality is present needs at least one real step.
+        task_types: ``{task: num_classes}`` (an int; 0 = regression) or ``{task: "classification" |
+            "regression"}``; tasks left out are inferred (integer -> ``max + 1`` classes, float -> regression).
+            Give the class count when a subset may miss the highest classes.
+        name: a label for ``repr`` and reports.
+        class_names: optional ``{task: [name of class 0, name of class 1, ...]}``.
+
+    Attributes:
+        modalities: ``list[str]``; tasks: ``{task: num_classes}`` (0 = regression); input_shapes: per-sample shape of
+        each modality; class_names: ``{task: list[str]}``; name.
+
+    Example:
+        >>> ds = MultiModalDataset({"a": torch.randn(100, 5), "b": torch.randn(100, 3)}, torch.randint(0, 2, (100,)))
+        >>> batch = ds[torch.arange(8)]   # inputs {"a": [8, 5], "b": [8, 3]}, mask [8, 2], targets {"label": [8]}
+    """
+
+    def __init__(
+        self,
+        features: Mapping[str, ArrayLike],
+        targets: ArrayLike | Mapping[str, ArrayLike],
+        mask: ArrayLike | Mapping[str, ArrayLike] | None = None,
+        step_mask: Mapping[str, ArrayLike] | None = None,
+        task_types: Mapping[str, int | str] | None = None,
+        name: str = "",
+        class_names: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self._features = _check_features(features)
+        self.modalities: list[str] = list(self._features)
+        num_samples = next(iter(self._features.values())).shape[0]
+        self._targets, self.tasks = _check_targets(targets, task_types, num_samples)
+        self._mask = _check_mask(mask, self.modalities, num_samples)
+        self._step_mask = _check_step_mask(step_mask, self._features, self._mask, self.modalities)
+        self.input_shapes: dict[str, tuple[int, ...]] = {m: tuple(x.shape[1:]) for m, x in self._features.items()}
+        self.name = str(name)
+        self.class_names = _check_class_names(class_names, self.tasks)
+
+    # ------------------------------------------------------------------------------------------------ access
+    @property
+    def features(self) -> dict[str, Tensor]:
+        """``{modality: Tensor[N, ...]}`` (the stored tensors, not copies)."""
+        return dict(self._features)
+
+    @property
+    def targets(self) -> dict[str, Tensor]:
+        """``{task: Tensor[N]}``."""
+        return dict(self._targets)
+
+    @property
+    def mask(self) -> Tensor:
+        """``BoolTensor[N, M]``, True = present."""
+        return self._mask
+
+    @property
+    def step_mask(self) -> dict[str, Tensor] | None:
+        """``{modality: BoolTensor[N, T]}`` or None."""
+        return None if self._step_mask is None else dict(self._step_mask)
+
+    def __len__(self) -> int:
+        return self._mask.shape[0]
+
+    def __getitem__(self, index: Index) -> MultiModalBatch:
+        """Gather a batch with one tensor-indexing operation per tensor.
+
+        ``index``: an int (a batch of one), a slice, a list of ints, a ``LongTensor[B]`` / integer ndarray, or a
+        ``BoolTensor[N]`` selecting samples. Negative indices count from the end.
+        """
+        rows = self._rows(index)
+        step_mask = None if self._step_mask is None else {m: s[rows] for m, s in self._step_mask.items()}
+        return MultiModalBatch({m: x[rows] for m, x in self._features.items()}, self._mask[rows],
+                               {t: y[rows] for t, y in self._targets.items()}, step_mask)
+
+    def subset(self, indices: Index) -> MultiModalDataset:
+        """A new dataset with the selected samples (same modalities, tasks, class counts and class names)."""
+        batch = self[indices]
+        return MultiModalDataset(batch.inputs, batch.targets, batch.mask, batch.step_mask, task_types=self.tasks,
+                                 name=self.name, class_names=self.class_names)
+
+    def labels(self, task: str | None = None) -> Tensor:
+        """Targets ``[N]`` of ``task`` (default: the first task)."""
+        if task is None:
+            task = next(iter(self.tasks))
+        if task not in self._targets:
+            raise ValueError(f"task: expected one of {list(self.tasks)}, got {task!r}")
+        return self._targets[task]
+
+    def with_features(self, features: Mapping[str, ArrayLike]) -> MultiModalDataset:
+        """A copy whose features are replaced modality by modality (same targets, masks and task types)."""
+        unknown = [m for m in features if m not in self._features]
+        if unknown:
+            raise ValueError(f"features: unknown modalities {unknown}; expected a subset of {self.modalities}")
+        return MultiModalDataset({m: features.get(m, x) for m, x in self._features.items()}, self._targets,
+                                 self._mask, self._step_mask, task_types=self.tasks, name=self.name,
+                                 class_names=self.class_names)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{m}: {tuple(s)}" for m, s in self.input_shapes.items())
+        return (f"MultiModalDataset(name={self.name!r}, samples={len(self)}, modalities={{{shapes}}}, "
+                f"tasks={self.tasks})")
+
+    def _rows(self, index: Index) -> Tensor:
+        num_samples = len(self)
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            if not -num_samples <= index < num_samples:
+                raise IndexError(f"index: {index} out of range for a dataset of {num_samples} samples")
+            return torch.tensor([index % num_samples])
+        if isinstance(index, slice):
+            return torch.arange(num_samples)[index]
+        rows = torch.as_tensor(np.asarray(index) if isinstance(index, (list, tuple)) else index)
+        if rows.dtype == torch.bool:
+            if rows.shape != (num_samples,):
+                raise IndexError(f"index: a boolean index must have shape ({num_samples},), got {tuple(rows.shape)}")
+            return rows.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return torch.zeros(0, dtype=torch.long)
+        if rows.ndim != 1 or rows.is_floating_point() or rows.is_complex():
+            raise IndexError(f"index: expected an int, slice, list of ints or 1-D integer tensor, got "
+                             f"{rows.dtype} of shape {tuple(rows.shape)}")
+        rows = rows.long()
+        if int(rows.min()) < -num_samples or int(rows.max()) >= num_samples:
+            raise IndexError(f"index: values must lie in [{-num_samples}, {num_samples}), got "
+                             f"[{int(rows.min())}, {int(rows.max())}]")
+        return rows % num_samples
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+def _as_tensor(arg: str, value: ArrayLike) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"{arg}: expected a numeric array, got dtype {value.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (list, tuple)):
+        return torch.as_tensor(np.asarray(value))
+    raise TypeError(f"{arg}: expected a Tensor or ndarray, got {type(value).__name__}")
+
+
+def _check_features(features: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
+    if not isinstance(features, Mapping) or not features:
+        raise TypeError(f"features: expected a non-empty dict {{modality: Tensor[N, ...]}}, got "
+                        f"{type(features).__name__}")
+    checked: dict[str, Tensor] = {}
+    for name, value in features.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"features: modality names must be non-empty str, got {name!r}")
+        x = _as_tensor(f"features[{name!r}]", value)
+        if x.ndim < 2:
+            raise ValueError(f"features[{name!r}]: expected shape [N, ...] with per-sample features, got "
+                             f"{tuple(x.shape)}")
+        if x.is_floating_point() or x.dtype == torch.bool:
+            x = x.float()
+            if not bool(torch.isfinite(x).all()):
+                bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().squeeze(1)
+                raise ValueError(f"features[{name!r}]: NaN or Inf values in {bad.numel()} samples "
+                                 f"(first: {bad[:5].tolist()})")
+        elif x.is_complex():
+            raise TypeError(f"features[{name!r}]: expected real values, got {x.dtype}")
+        else:
+            x = x.long()
+            if x.numel() and int(x.min()) < 0:
+                raise ValueError(f"features[{name!r}]: integer features are token ids and must be >= 0, got "
+                                 f"min {int(x.min())}")
+        checked[name] = x
+    sizes = {name: x.shape[0] for name, x in checked.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"features: every modality needs the same number of samples, got {sizes}")
+    return checked
+
+
+def _check_targets(targets: ArrayLike | Mapping[str, ArrayLike], task_types: Mapping[str, int | str] | None,
+                   num_samples: int) -> tuple[dict[str, Tensor], dict[str, int]]:
+    named = dict(targets) if isinstance(targets, Mapping) else {"label": targets}
+    if not named:
+        raise ValueError("targets: expected at least one task, got an empty dict")
+    task_types = dict(task_types or {})
+    unknown = [t for t in task_types if t not in named]
+    if unknown:
+        raise ValueError(f"task_types: unknown tasks {unknown}; the targets have tasks {list(named)}")
+    checked: dict[str, Tensor] = {}
+    tasks: dict[str, int] = {}
+    for task, value in named.items():
+        y = _as_tensor(f"targets[{task!r}]", value)
+        if y.ndim != 1 or y.shape[0] != num_samples:
+            raise ValueError(f"targets[{task!r}]: expected shape ({num_samples},) (one value per sample), got "
+                             f"{tuple(y.shape)}")
+        kind = task_types.get(task, "regression" if y.is_floating_point() else "classification")
+        if kind == "regression" or kind == 0:
+            y = y.float()
+            if not bool(torch.isfinite(y).all()):
+                raise ValueError(f"targets[{task!r}]: NaN or Inf regression targets")
+            checked[task], tasks[task] = y, 0
+            continue
+        if y.is_floating_point() and not bool((y == y.round()).all()):
+            raise ValueError(f"targets[{task!r}]: class ids must be integers, got non-integral values")
+        y = y.long()
+        if kind == "classification":
+            if num_samples == 0:
+                raise ValueError(f"targets[{task!r}]: cannot infer the number of classes of an empty dataset; "
+                                 f"give task_types={{{task!r}: num_classes}}")
+            classes = int(y.max()) + 1
+        elif isinstance(kind, int) and not isinstance(kind, bool) and kind >= 2:
+            classes = kind
+        else:
+            raise ValueError(f"task_types[{task!r}]: expected an int >= 2 (classes), 0 (regression), "
+                             f"'classification' or 'regression', got {kind!r}")
+        if num_samples and (int(y.min()) < 0 or int(y.max()) >= classes):
+            raise ValueError(f"targets[{task!r}]: class ids must lie in [0, {classes}), got "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        checked[task], tasks[task] = y, classes
+    return checked, tasks
+
+
+def _check_mask(mask: ArrayLike | Mapping[str, ArrayLike] | None, modalities: list[str],
+                num_samples: int) -> Tensor:
+    if mask is None:
+        return torch.ones(num_samples, len(modalities), dtype=torch.bool)
+    if isinstance(mask, Mapping):
+        unknown = [m for m in mask if m not in modalities]
+        if unknown:
+            raise ValueError(f"mask: unknown modalities {unknown}; expected some of {modalities}")
+        columns = []
+        for name in modalities:
+            column = (_as_tensor(f"mask[{name!r}]", mask[name]) if name in mask
+                      else torch.ones(num_samples, dtype=torch.bool))
+            if column.dtype != torch.bool or column.shape != (num_samples,):
+                raise ValueError(f"mask[{name!r}]: expected a BoolTensor of shape ({num_samples},), got "
+                                 f"{column.dtype} of shape {tuple(column.shape)}")
+            columns.append(column)
+        checked = torch.stack(columns, dim=1)
+    else:
+        checked = _as_tensor("mask", mask)
+        if checked.dtype != torch.bool or checked.shape != (num_samples, len(modalities)):
+            raise ValueError(f"mask: expected a BoolTensor of shape ({num_samples}, {len(modalities)}) "
+                             f"(samples, modalities {modalities}), got {checked.dtype} of shape {tuple(checked.shape)}")
+    empty = (~checked.any(dim=1)).nonzero().squeeze(1)
+    if empty.numel():
+        raise ValueError(f"mask: {empty.numel()} samples have every modality masked out (first: "
+                         f"{empty[:5].tolist()}); each sample needs at least one present modality")
+    return checked.clone()
+
+
+def _check_step_mask(step_mask: Mapping[str, ArrayLike] | None, features: dict[str, Tensor], mask: Tensor,
+                     modalities: list[str]) -> dict[str, Tensor] | None:
+    if step_mask is None:
+        return None
+    if not isinstance(step_mask, Mapping):
+        raise TypeError(f"step_mask: expected a dict {{modality: BoolTensor[N, T]}}, got {type(step_mask).__name__}")
+    checked: dict[str, Tensor] = {}
+    for name, value in step_mask.items():
+        if name not in features:
+            raise ValueError(f"step_mask: unknown modality {name!r}; expected one of {modalities}")
+        steps = _as_tensor(f"step_mask[{name!r}]", value)
+        x = features[name]
+        if x.ndim < 2 or steps.dtype != torch.bool or steps.shape != x.shape[:2]:
+            raise ValueError(f"step_mask[{name!r}]: expected a BoolTensor of shape {tuple(x.shape[:2])} "
+                             f"(samples, steps of features[{name!r}]), got {steps.dtype} of shape "
+                             f"{tuple(steps.shape)}")
+        no_steps = (mask[:, modalities.index(name)] & ~steps.any(dim=1)).nonzero().squeeze(1)
+        if no_steps.numel():
+            raise ValueError(f"step_mask[{name!r}]: {no_steps.numel()} samples where {name!r} is present have no "
+                             f"real step (first: {no_steps[:5].tolist()})")
+        checked[name] = steps.clone()
+    return checked or None
+
+
+def _check_class_names(class_names: Mapping[str, Sequence[str]] | None, tasks: dict[str, int]) -> dict[str, list[str]]:
+    checked: dict[str, list[str]] = {}
+    for task, names in (class_names or {}).items():
+        if task not in tasks:
+            raise ValueError(f"class_names: unknown task {task!r}; expected one of {list(tasks)}")
+        if len(names) != tasks[task]:
+            raise ValueError(f"class_names[{task!r}]: expected {tasks[task]} names, got {len(names)}")
+        checked[task] = [str(n) for n in names]
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------------- splits
+def stratified_split(dataset_or_labels: MultiModalDataset | ArrayLike | Sequence[int], test_size: float = 0.2,
+                     val_size: float = 0.0, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Reproducible stratified (train, val, test) indices.
+
+    The test part is ``test_size`` of all samples; the validation part is ``val_size`` of the remaining training
+    part. Stratified by the class ids of the first task (a dataset) or by the given labels ``[N]``; a regression
+    first task is split by plain shuffling. Same ``seed`` -> same indices.
+
+    Returns:
+        ``(train, val, test)``: sorted ``LongTensor`` indices, disjoint, covering every sample.
+    """
+    if isinstance(dataset_or_labels, MultiModalDataset):
+        labels = dataset_or_labels.labels().numpy()
+        stratify = dataset_or_labels.tasks[next(iter(dataset_or_labels.tasks))] > 0
+    else:
+        labels = _as_tensor("dataset_or_labels", dataset_or_labels).numpy()
+        stratify = labels.dtype.kind in "biu"
+    if labels.ndim != 1:
+        raise ValueError(f"dataset_or_labels: expected labels of shape [N], got {labels.shape}")
+    for arg, value in (("test_size", test_size), ("val_size", val_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{arg}: expected a fraction in [0, 1), got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    everything = np.arange(len(labels))
+    train, test = _split(everything, labels, test_size, stratify, seed, "test_size")
+    train, val = _split(train, labels[train], val_size, stratify, seed + 1, "val_size")
+    return tuple(torch.from_numpy(np.sort(part)).long() for part in (train, val, test))  # type: ignore[return-value]
+
+
+def _split(indices: np.ndarray, labels: np.ndarray, fraction: float, stratify: bool, seed: int,
+           arg: str) -> tuple[np.ndarray, np.ndarray]:
+    if fraction == 0.0 or len(indices) == 0:
+        return indices, indices[:0]
+    from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+
+    splitter = (StratifiedShuffleSplit if stratify else ShuffleSplit)(n_splits=1, test_size=fraction,
+                                                                      random_state=seed)
+    try:
+        keep, held_out = next(splitter.split(indices, labels if stratify else None))
+    except ValueError as error:
+        raise ValueError(f"{arg}={fraction}: cannot split {len(indices)} samples with classes "
+                         f"{np.bincount(labels).tolist() if stratify else '-'} ({error})") from error
+    return indices[keep], indices[held_out]
+
+
+# ---------------------------------------------------------------------------------------------------- scaling
+def standardize(train: MultiModalDataset, *others: MultiModalDataset,
+                eps: float = 1e-6) -> tuple[MultiModalDataset, ...]:
+    """Z-score the float modalities of ``train`` and ``others`` with statistics from ``train`` only.
+
+    Statistics are per feature over the present samples (and real steps) of ``train``: vectors ``[N, F]`` and
+    frames ``[N, T, F]`` per feature ``F``, images ``[N, C, H, W]`` per channel. A feature whose training std is
+    below ``eps`` (constant) is only centred (std taken as 1), so held-out data cannot blow up. Token modalities
+    (int64) are left alone.
+
+    Returns:
+        ``(train, *others)`` standardised, as new datasets.
+    """
+    if not isinstance(train, MultiModalDataset):
+        raise TypeError(f"train: expected a MultiModalDataset, got {type(train).__name__}")
+    for position, other in enumerate(others):
+        if not isinstance(other, MultiModalDataset):
+            raise TypeError(f"others[{position}]: expected a MultiModalDataset, got {type(other).__name__}")
+        if other.input_shapes != train.input_shapes:
+            raise ValueError(f"others[{position}]: modalities and shapes {other.input_shapes} differ from train's "
+                             f"{train.input_shapes}")
+    stats = {name: _moments(train, name, eps) for name, x in train.features.items() if x.is_floating_point()}
+    return tuple(dataset.with_features({name: (dataset.features[name] - mean) / std
+                                        for name, (mean, std) in stats.items()})
+                 for dataset in (train, *others))
+
+
+def _moments(dataset: MultiModalDataset, name: str, eps: float) -> tuple[Tensor, Tensor]:
+    """Mean and std of one float modality, shaped to broadcast against ``[N, ...]``."""
+    x = dataset.features[name]
+    weight = dataset.mask[:, dataset.modalities.index(name)].float()  # [N]
+    weight = weight.view(-1, *([1] * (x.ndim - 1)))
+    steps = (dataset.step_mask or {}).get(name)
+    if steps is not None:
+        weight = weight * steps.float().view(*steps.shape, *([1] * (x.ndim - 2)))
+    weight = weight.expand_as(x)
+    axis = 1 if x.ndim == 4 else x.ndim - 1  # channels of images, last axis otherwise
+    dims = [d for d in range(x.ndim) if d != axis]
+    count = weight.sum(dim=dims, keepdim=True).clamp_min(1.0)
+    mean = (x * weight).sum(dim=dims, keepdim=True) / count
+    std = (((x - mean) ** 2 * weight).sum(dim=dims, keepdim=True) / count).sqrt()
+    std = torch.where(std < eps, torch.ones_like(std), std)
+    return mean, std
