@@ -1,0 +1,37 @@
+"""DistributedDataParallel under torchrun: 2 CPU processes on gloo."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+WORKER = Path(__file__).with_name("_ddp_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_two_processes_train_to_identical_parameters(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[1])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(tmp_path)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert all(r["world_size"] == 2 and r["epochs_run"] == 3 for r in ranks)
+    assert ranks[0]["state"].keys() == ranks[1]["state"].keys()
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    assert any(not torch.equal(value, ranks[0]["initial"][name]) for name, value in ranks[0]["state"].items())
+    metrics = [[{k: v for k, v in epoch.items() if k != "time_s"} for epoch in r["history"]] for r in ranks]
+    assert metrics[0] == metrics[1]  # all-reduced metrics: every rank sees the same scores, stops at the same epoch
+    assert ranks[0]["history"][-1]["train_loss"] < ranks[0]["history"][0]["train_loss"]
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # written by rank 0 only
+    assert saved["epoch"] == 3 and saved["config"]["world_size"] == 2

@@ -1,0 +1,161 @@
+"""FusionModel: encoders + fusion + task heads."""
+
+import pytest
+import torch
+from torch import nn
+
+from mmgraph.model import FusionModel
+
+DIM = 16
+
+
+def _encoders() -> dict[str, nn.Module]:
+    return {"text": nn.Linear(10, DIM), "image": nn.Linear(6, DIM), "audio": nn.Linear(4, DIM)}
+
+
+def _inputs(batch: int = 5) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {"text": torch.randn(batch, 10, generator=gen), "image": torch.randn(batch, 6, generator=gen),
+            "audio": torch.randn(batch, 4, generator=gen)}
+
+
+class _Recorder(nn.Module):
+    """A fusion that averages the present nodes and remembers the last mask it saw."""
+
+    supports_sequences = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out_dim = DIM
+        self.masks: list[torch.Tensor | None] = []
+        self.nodes_shapes: list[tuple[int, ...]] = []
+
+    def forward(self, nodes: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.masks.append(mask)
+        self.nodes_shapes.append(tuple(nodes.shape))
+        weights = torch.ones(nodes.shape[:-1]) if mask is None else mask.float()
+        fused = (nodes * weights.unsqueeze(-1)).sum(1) / weights.sum(1).unsqueeze(-1).clamp(min=1)
+        return fused if fused.dim() == 2 else fused.mean(1)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gnn"])
+def test_single_task_logits_have_one_column_per_class(fusion):
+    model = FusionModel(_encoders(), fusion, {"label": 3}, dim=DIM)
+    out = model(_inputs())
+    assert list(out) == ["label"] and out["label"].shape == (5, 3)
+
+
+def test_multi_task_heads_share_the_trunk_and_regression_has_one_output():
+    model = FusionModel(_encoders(), "gnn", {"genotype": 2, "diet": 5, "score": 0}, dim=DIM, head_hidden=8)
+    out = model(_inputs(7))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"genotype": (7, 2), "diet": (7, 5), "score": (7, 1)}
+    assert model.fusion.names == ["text", "image", "audio"]  # "gnn" gets the modality names
+
+
+def test_mask_reaches_the_fusion_and_missing_inputs_cannot_change_the_output():
+    fusion = _Recorder()
+    model = FusionModel(_encoders(), fusion, {"label": 2}, dim=DIM).eval()
+    inputs = _inputs(4)
+    mask = torch.tensor([[True, False, True]] * 4)
+    out = model(inputs, mask)["label"]
+    assert torch.equal(fusion.masks[-1], mask)
+    inputs["image"] = torch.full_like(inputs["image"], float("nan"))
+    assert torch.equal(model(inputs, mask)["label"], out)
+
+
+def test_missing_modality_gradients_stay_finite_with_nan_inputs():
+    model = FusionModel(_encoders(), "concat", {"label": 2}, dim=DIM)
+    inputs = _inputs(4)
+    inputs["audio"][0] = float("nan")
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    mask[0, 2] = False
+    model(inputs, mask)["label"].sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_modality_dropout_never_drops_every_modality_of_a_sample():
+    fusion = _Recorder()
+    model = FusionModel(_encoders(), fusion, {"label": 2}, dim=DIM, modality_dropout=0.9).train()
+    torch.manual_seed(0)
+    mask = torch.rand(2000, 3) > 0.3
+    mask[torch.arange(2000), torch.randint(0, 3, (2000,))] = True  # every sample has something present
+    inputs = {k: v.repeat(400, 1) for k, v in _inputs(5).items()}
+    model(inputs, mask)
+    dropped = fusion.masks[-1]
+    assert dropped.any(1).all()
+    assert not (dropped & ~mask).any()  # never revives a missing modality
+    assert (mask.sum(1) - dropped.sum(1)).float().mean() > 1.0  # and it does drop
+
+
+def test_modality_dropout_is_off_in_eval_mode():
+    fusion = _Recorder()
+    model = FusionModel(_encoders(), fusion, {"label": 2}, dim=DIM, modality_dropout=0.9).eval()
+    model(_inputs())
+    assert fusion.masks[-1] is None
+
+
+def test_sequence_embeddings_become_temporal_nodes_with_combined_masks():
+    fusion = _Recorder()
+    encoders = {"a": nn.Linear(3, DIM), "b": nn.Linear(5, DIM)}  # per-step encoders: [B, T, F] -> [B, T, D]
+    model = FusionModel(encoders, fusion, {"label": 2}, dim=DIM).eval()
+    inputs = {"a": torch.randn(4, 6, 3), "b": torch.randn(4, 6, 5)}
+    mask = torch.tensor([[True, True], [True, False], [False, True], [True, True]])
+    steps = torch.ones(4, 6, dtype=torch.bool)
+    steps[:, 4:] = False
+    out = model(inputs, mask, step_mask={"a": steps})
+    assert out["label"].shape == (4, 2) and fusion.nodes_shapes[-1] == (4, 2, 6, DIM)
+    expected = mask.unsqueeze(-1).expand(4, 2, 6).clone()
+    expected[:, 0, 4:] = False
+    assert torch.equal(fusion.masks[-1], expected)
+
+
+def test_gnn_fuses_sequences_end_to_end():
+    encoders = {"a": nn.Linear(3, DIM), "b": nn.Linear(5, DIM)}
+    model = FusionModel(encoders, "gnn", {"label": 2}, dim=DIM, fusion_kwargs={"heads": 2})
+    steps = torch.ones(4, 6, dtype=torch.bool)
+    steps[0, 3:] = False
+    out = model({"a": torch.randn(4, 6, 3), "b": torch.randn(4, 6, 5)}, step_mask={"b": steps})
+    assert out["label"].shape == (4, 2) and torch.isfinite(out["label"]).all()
+
+
+def test_aux_loss_forwards_the_fusions():
+    model = FusionModel(_encoders(), "seq2seq", {"label": 2}, dim=DIM)
+    assert model.aux_loss is None or model.aux_loss.dim() == 0
+    model(_inputs())
+    assert model.aux_loss is not None and model.aux_loss.dim() == 0
+    assert FusionModel(_encoders(), "concat", {"label": 2}, dim=DIM).aux_loss is None
+
+
+def test_input_keys_are_validated_by_name():
+    model = FusionModel(_encoders(), "concat", {"label": 2}, dim=DIM)
+    inputs = _inputs()
+    del inputs["audio"]
+    inputs["video"] = torch.randn(5, 4)
+    with pytest.raises(ValueError, match=r"missing \['audio'\], unknown \['video'\]"):
+        model(inputs)
+    with pytest.raises(ValueError, match=r"mask: expected shape \(5, 3\)"):
+        model(_inputs(), torch.ones(5, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match="mask: expected a BoolTensor"):
+        model(_inputs(), torch.ones(5, 3))
+
+
+def test_encoder_output_width_is_checked():
+    encoders = _encoders()
+    encoders["audio"] = nn.Linear(4, DIM + 1)
+    model = FusionModel(encoders, "sum", {"label": 2}, dim=DIM)
+    with pytest.raises(ValueError, match=r"encoders\['audio'\]: expected output \[B, 16\]"):
+        model(_inputs())
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"tasks": {"label": 1}}, ValueError, r"tasks\['label'\]: expected an int >= 2"),
+    ({"tasks": {}}, TypeError, "tasks: expected a non-empty dict"),
+    ({"fusion": 3}, TypeError, "fusion: expected a fusion name"),
+    ({"fusion": "nope"}, ValueError, "unknown fusion 'nope'"),
+    ({"modality_dropout": 1.0}, ValueError, r"modality_dropout: expected a float in \[0, 1\)"),
+    ({"encoders": {}}, TypeError, "encoders: expected a non-empty dict"),
+])
+def test_bad_constructor_arguments_raise_clearly(kwargs, error, message):
+    arguments = {"encoders": _encoders(), "fusion": "concat", "tasks": {"label": 2}, "dim": DIM, **kwargs}
+    with pytest.raises(error, match=message):
+        FusionModel(**arguments)
