@@ -6,7 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/env.sh"
 cd "$root"
 if [ -f benchmarks/compare_fusion.py ]; then
-  python benchmarks/compare_fusion.py --quick "$@"
+  python benchmarks/compare_fusion.py --quick --jobs 2 "$@"
 else
   python examples/quickstart.py
 fi

@@ -19,15 +19,6 @@ def needs_gnn(name):
         pytest.importorskip("mmgraph.gnn")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name, num_modalities=3, dim=DIM, out_dim=OUT, seed=0, **kwargs):
     needs_gnn(name)
     torch.manual_seed(seed)

@@ -28,15 +28,6 @@ def _xor_dataset(n: int, seed: int, regression: bool = False) -> MultiModalDatas
     return MultiModalDataset({"a": a, "b": b}, targets)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tiny models train fastest single-threaded; two threads on two busy cores are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def xor():
     return _xor_dataset(320, seed=0), _xor_dataset(160, seed=1)

@@ -1,0 +1,475 @@
+"""Compare every fusion method under one budget: same encoders, heads, optimiser, epochs, early stopping and seeds.
+
+    python benchmarks/compare_fusion.py --quick            # < 5 min on 2 CPU cores: every method, 1 split
+    python benchmarks/compare_fusion.py --full             # the complete protocol (docs/benchmarks.md)
+    python benchmarks/compare_fusion.py --datasets handwritten --methods gnn concat --seeds 0 1 --epochs 20
+
+Only the fusion differs between methods. Hyper-parameters (a small grid in --full) are chosen per split on the
+validation part of the training data; the test split is evaluated once per run. Writes `<out>/compare_fusion.md`,
+`<out>/compare_fusion.json` (every raw figure, library versions, device, seeds, command line) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmgraph.data import (  # noqa: E402
+    MultiModalDataset,
+    load_handwritten,
+    load_nutrimouse,
+    standardize,
+    stratified_split,
+)
+from mmgraph.data.synthetic import make_interaction, make_temporal, random_modality_mask  # noqa: E402
+from mmgraph.fusion import available_fusions  # noqa: E402
+from mmgraph.metrics import classification_metrics  # noqa: E402
+from mmgraph.model import FusionModel  # noqa: E402
+from mmgraph.train import fit  # noqa: E402
+from mmgraph.utils import resolve_device  # noqa: E402
+
+DATASETS = ("handwritten", "nutrimouse", "synthetic-interaction", "synthetic-temporal")
+DROP_RATES = (0.0, 0.2, 0.4, 0.6, 0.8)
+GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "attention"}
+# On sequence data the fusions that read sequences compete: the temporal GNN, the same GNN without temporal edges,
+# and the seq2seq and cnn baselines.
+TEMPORAL_METHODS = {
+    "gnn": ("gnn", {**GNN_KWARGS, "temporal_window": 2}),
+    "gnn-no-temporal": ("gnn", {**GNN_KWARGS, "temporal_window": 0}),
+    "seq2seq": ("seq2seq", {}),
+    "cnn": ("cnn", {}),
+}
+
+
+@dataclass
+class Budget:
+    """The optimisation budget every method gets."""
+
+    epochs: int = 60
+    patience: int = 10
+    batch_size: int = 64
+    dim: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grid: dict = field(default_factory=dict)  # name -> candidate values, selected on validation accuracy
+
+
+def method_spec(dataset: str, method: str) -> tuple[str, dict]:
+    """Registry name and fusion kwargs of a benchmark method."""
+    if dataset == "synthetic-temporal":
+        return TEMPORAL_METHODS[method]
+    return method, (dict(GNN_KWARGS) if method == "gnn" else {})
+
+
+def default_methods(dataset: str) -> list[str]:
+    if dataset == "synthetic-temporal":
+        return list(TEMPORAL_METHODS)
+    return available_fusions()
+
+
+# ---------------------------------------------------------------------------------------------- data and splits
+def load(dataset: str, seed: int = 0, quick: bool = False) -> MultiModalDataset:
+    if dataset == "handwritten":
+        return load_handwritten()
+    if dataset == "nutrimouse":
+        return load_nutrimouse()
+    if dataset == "synthetic-interaction":
+        # two informative modalities (label = XOR of one sign from each) and one distractor modality
+        return make_interaction(n=2000, num_modalities=3, dim=8, informative=[0, 1], noise=0.0, seed=seed)
+    if dataset == "synthetic-temporal":
+        return make_temporal(n=1000 if quick else 2000, num_modalities=2, steps=8, dim=8, seed=seed)
+    raise ValueError(f"--datasets: unknown data set {dataset!r}; expected one of {list(DATASETS)}")
+
+
+def splits(dataset: str, data: MultiModalDataset, seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(train, val, test) index triples of one seed: one stratified 80/20 split with validation carved from the
+    training part, or, for nutrimouse (n = 40), one repetition of stratified 5-fold cross-validation."""
+    if dataset != "nutrimouse":
+        return [stratified_split(data, test_size=0.2, val_size=0.2, seed=seed)]
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = data.labels().numpy()
+    folds = []
+    for k, (train_val, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=seed).split(labels, labels)):
+        inner, val, _ = stratified_split(labels[train_val], test_size=0.0, val_size=0.2, seed=seed * 10 + k)
+        train_val = torch.as_tensor(train_val)
+        folds.append((train_val[inner], train_val[val], torch.as_tensor(test)))
+    return folds
+
+
+# ---------------------------------------------------------------------------------------------- one run
+def predict(model: FusionModel, data: MultiModalDataset, mask: torch.Tensor | None, device: torch.device,
+            batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """Class predictions per task; ``mask`` (``[N, M]``) further removes modalities at test time."""
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(data)))
+            batch = data[index].to(device)
+            present = batch.mask if mask is None else batch.mask & mask[index].to(device)
+            for task, logits in model(batch.inputs, present, batch.step_mask).items():
+                out.setdefault(task, []).append(logits.argmax(-1).cpu())
+    return {task: torch.cat(parts) for task, parts in out.items()}
+
+
+def score(data: MultiModalDataset, predictions: dict[str, torch.Tensor]) -> dict[str, dict]:
+    batch = data[torch.arange(len(data))]
+    return {task: classification_metrics(batch.targets[task], predictions[task], data.tasks[task])
+            for task in data.tasks}
+
+
+def mean_accuracy(metrics: dict[str, dict]) -> float:
+    return statistics.fmean(m["accuracy"] for m in metrics.values())
+
+
+def inference_rate(model: FusionModel, data: MultiModalDataset, device: torch.device) -> float:
+    """Test-set samples per second in eval mode (batches of 512, best of 3 passes)."""
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        predict(model, data, None, device)
+        best = min(best, time.perf_counter() - start)
+    return len(data) / best
+
+
+def train_once(train: MultiModalDataset, val: MultiModalDataset, fusion: str, fusion_kwargs: dict, budget: Budget,
+               config: dict, seed: int, device: torch.device, modality_dropout: float) -> tuple[FusionModel, dict]:
+    torch.manual_seed(seed)
+    model = FusionModel.from_dataset(train, fusion, dim=budget.dim, fusion_kwargs=dict(fusion_kwargs),
+                                     modality_dropout=modality_dropout, head_dropout=config.get("dropout", 0.0))
+    result = fit(model, train, val, optimizer=budget.optimizer, lr=config.get("lr", budget.lr),
+                 weight_decay=config.get("weight_decay", budget.weight_decay), epochs=budget.epochs,
+                 batch_size=budget.batch_size, patience=budget.patience, device=device, seed=seed, progress=False)
+    return model, {"best_val": result.best_score, "epochs_run": result.epochs_run, "train_time_s": result.time_s,
+                   "config": config}
+
+
+def run_one(dataset: str, data: MultiModalDataset, method: str, split: tuple, seed: int, budget: Budget,
+            device: torch.device, modality_dropout: float, robustness: bool) -> dict:
+    """Select the configuration on validation, evaluate the test split once, then under test-time drops."""
+    train_idx, val_idx, test_idx = split
+    train, val, test = standardize(data.subset(train_idx), data.subset(val_idx), data.subset(test_idx))
+    fusion, fusion_kwargs = method_spec(dataset, method)
+    keys = sorted(budget.grid)
+    configs = [dict(zip(keys, values)) for values in itertools.product(*(budget.grid[k] for k in keys))] or [{}]
+    best_model, best_info, total_time = None, None, 0.0
+    for config in configs:
+        model, info = train_once(train, val, fusion, fusion_kwargs, budget, config, seed, device, modality_dropout)
+        total_time += info["train_time_s"]
+        if best_info is None or info["best_val"] > best_info["best_val"]:
+            best_model, best_info = model, info
+    metrics = score(test, predict(best_model, test, None, device))
+    record = {
+        "dataset": dataset, "method": method, "seed": seed, "modality_dropout": modality_dropout,
+        "test": metrics, "accuracy": mean_accuracy(metrics),
+        "macro_f1": statistics.fmean(m["macro_f1"] for m in metrics.values()),
+        "macro_recall": statistics.fmean(m["macro_recall"] for m in metrics.values()),
+        "val_score": best_info["best_val"], "config": best_info["config"], "epochs_run": best_info["epochs_run"],
+        "train_time_s": total_time, "parameters": sum(p.numel() for p in best_model.parameters()),
+        "fusion_parameters": sum(p.numel() for p in best_model.fusion.parameters()),
+        "inference_samples_per_s": inference_rate(best_model, test, device),
+    }
+    if robustness:
+        curve = {}
+        num_modalities = len(test.modalities)
+        for rate in DROP_RATES:
+            drop = random_modality_mask(len(test), num_modalities, rate, seed=1000 + seed)
+            curve[str(rate)] = mean_accuracy(score(test, predict(best_model, test, drop, device)))
+        record["robustness"] = curve
+    return record
+
+
+_DATA_CACHE: dict = {}
+
+
+def run_job(job: tuple, budget: Budget, device: str, quick: bool, threads: int | None) -> list[dict]:
+    """All folds of one (dataset, seed, method, modality dropout) job; runs in a worker process or inline."""
+    if threads:
+        torch.set_num_threads(threads)
+    dataset, seed, method, dropout = job
+    data_seed = seed if dataset.startswith("synthetic") else 0
+    if (dataset, data_seed) not in _DATA_CACHE:
+        _DATA_CACHE[(dataset, data_seed)] = load(dataset, data_seed, quick=quick)
+    data = _DATA_CACHE[(dataset, data_seed)]
+    records = []
+    for fold, split in enumerate(splits(dataset, data, seed)):
+        record = run_one(dataset, data, method, split, seed, budget, torch.device(device), dropout,
+                         robustness=dataset != "synthetic-temporal")
+        record["fold"] = fold
+        records.append(record)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- aggregation
+def summarise(records: list[dict]) -> dict:
+    """Per dataset and method: mean/std over runs, and the paired difference to the best method."""
+    summary: dict = {}
+    by_key: dict = {}
+    for r in records:
+        by_key.setdefault((r["dataset"], r["modality_dropout"], r["method"]), []).append(r)
+    for (dataset, dropout, method), runs in by_key.items():
+        row = {"runs": len(runs)}
+        for metric in ("accuracy", "macro_f1", "macro_recall", "train_time_s", "inference_samples_per_s"):
+            values = [r[metric] for r in runs]
+            row[metric] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        row["parameters"] = runs[0]["parameters"]
+        row["fusion_parameters"] = runs[0]["fusion_parameters"]
+        if "robustness" in runs[0]:
+            row["robustness"] = {rate: statistics.fmean(r["robustness"][rate] for r in runs)
+                                 for rate in runs[0]["robustness"]}
+        if runs[0]["test"] and len(runs[0]["test"]) > 1:
+            row["per_task_accuracy"] = {task: statistics.fmean(r["test"][task]["accuracy"] for r in runs)
+                                        for task in runs[0]["test"]}
+        summary.setdefault(dataset, {}).setdefault(str(dropout), {})[method] = row
+    for dataset, by_dropout in summary.items():
+        for dropout, rows in by_dropout.items():
+            best = max(rows, key=lambda m: rows[m]["accuracy"]["mean"])
+
+            def runs_of(method: str) -> dict:
+                return {(r["seed"], r["fold"]): r["accuracy"] for r in records if r["dataset"] == dataset
+                        and str(r["modality_dropout"]) == dropout and r["method"] == method}
+
+            best_runs = runs_of(best)
+            for method, row in rows.items():
+                diffs = [acc - best_runs[key] for key, acc in runs_of(method).items() if key in best_runs]
+                row["paired_diff_to_best"] = {
+                    "best": best, "mean": statistics.fmean(diffs) if diffs else 0.0,
+                    "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
+    return summary
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    lines = [f"# Fusion comparison ({meta['protocol']})", "",
+             f"Command: `{meta['command']}`  ", f"Device: {meta['device']}; {meta['machine']}  ",
+             f"Seeds: {meta['seeds']}; budget: {meta['budget']}", ""]
+    for dataset, by_dropout in summary.items():
+        for dropout, rows in by_dropout.items():
+            title = dataset + ("" if float(dropout) == 0 else f" (trained with modality dropout {dropout})")
+            runs = next(iter(rows.values()))["runs"]
+            lines += [f"## {title}", "", f"Mean ± std over {runs} run(s); Δ = paired difference to the best method.",
+                      "", "| method | accuracy | macro F1 | macro recall | Δ vs best | params (fusion) | train s |"
+                      " infer samples/s |", "|---|---|---|---|---|---|---|---|"]
+            for method, row in sorted(rows.items(), key=lambda kv: -kv[1]["accuracy"]["mean"]):
+                diff = row["paired_diff_to_best"]
+                lines.append(
+                    f"| {method} | {_pm(row['accuracy'])} | {_pm(row['macro_f1'])} | {_pm(row['macro_recall'])} | "
+                    f"{100 * diff['mean']:+.2f} ± {100 * diff['std']:.2f} | {row['parameters']:,} "
+                    f"({row['fusion_parameters']:,}) | {row['train_time_s']['mean']:.1f} | "
+                    f"{row['inference_samples_per_s']['mean']:,.0f} |")
+            tasks = [r for r in rows.values() if "per_task_accuracy" in r]
+            if tasks:
+                names = list(tasks[0]["per_task_accuracy"])
+                lines += ["", "Per-task test accuracy:", "", "| method | " + " | ".join(names) + " |",
+                          "|---|" + "---|" * len(names)]
+                for method, row in rows.items():
+                    lines.append(f"| {method} | " + " | ".join(
+                        f"{100 * row['per_task_accuracy'][t]:.2f}" for t in names) + " |")
+            robust = {m: r["robustness"] for m, r in rows.items() if "robustness" in r}
+            if robust:
+                rates = list(next(iter(robust.values())))
+                lines += ["", "Accuracy with a fraction p of modalities dropped at test time (never all of a "
+                          "sample):", "", "| method | " + " | ".join(f"p={r}" for r in rates) + " |",
+                          "|---|" + "---|" * len(rates)]
+                for method, curve in sorted(robust.items(), key=lambda kv: -kv[1][rates[-1]]):
+                    lines.append(f"| {method} | " + " | ".join(f"{100 * curve[r]:.2f}" for r in rates) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _pm(stat: dict) -> str:
+    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+
+
+def plots(summary: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for dataset, by_dropout in summary.items():
+        rows = by_dropout.get("0.0") or next(iter(by_dropout.values()))
+        methods = sorted(rows, key=lambda m: -rows[m]["accuracy"]["mean"])
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(methods)), 3.6))
+        means = [100 * rows[m]["accuracy"]["mean"] for m in methods]
+        stds = [100 * rows[m]["accuracy"]["std"] for m in methods]
+        colors = ["tab:red" if m.startswith("gnn") else "tab:blue" for m in methods]
+        ax.bar(methods, means, yerr=stds, capsize=3, color=colors)
+        low = min(m - s for m, s in zip(means, stds))
+        ax.set_ylim(max(0, low - 5), 100)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{dataset}: mean ± std over {rows[methods[0]]['runs']} run(s)")
+        ax.tick_params(axis="x", rotation=45)
+        fig.tight_layout()
+        path = out / f"accuracy_{dataset}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path.name)
+
+        curves = [(dropout, m, r["robustness"]) for dropout, rs in by_dropout.items() for m, r in rs.items()
+                  if "robustness" in r]
+        if curves:
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            for dropout, method, curve in curves:
+                rates = [float(r) for r in curve]
+                label = method + ("" if float(dropout) == 0 else f" (+modality dropout {dropout})")
+                style = "-" if method.startswith("gnn") else "--"
+                ax.plot(rates, [100 * v for v in curve.values()], style, marker="o", ms=3, label=label,
+                        lw=2.2 if method.startswith("gnn") else 1.0)
+            ax.set_xlabel("fraction of modalities dropped at test time")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{dataset}: robustness to missing modalities")
+            ax.legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            path = out / f"robustness_{dataset}.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(path.name)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="fast protocol (default): 1 split, short budget")
+    mode.add_argument("--full", action="store_true", help="complete protocol: 5 splits, grid, robustness variants")
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help=f"subset of {list(DATASETS)}")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="NAME", help="fusion names (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--modality-dropout", type=float, default=0.5,
+                        help="rate for the variant trained with modality dropout")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes (CPU only); each run is seeded, so results do not depend on it")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per process (default: 1 with --jobs > 1, else torch's choice)")
+    parser.add_argument("--grid", action="store_true",
+                        help="also select head dropout in {0, 0.3} per method and split on validation accuracy")
+    parser.add_argument("--no-plots", action="store_true")
+    return parser.parse_args(argv)
+
+
+def trains_with_modality_dropout(dataset: str, method: str, full: bool) -> bool:
+    """Which runs get the second variant trained with modality dropout: in --full every method on handwritten
+    (the robustness comparison, same protocol for all) and the GNN elsewhere; in --quick the GNN only."""
+    if dataset == "synthetic-temporal":
+        return False
+    return method == "gnn" or (full and dataset == "handwritten")
+
+
+def plan(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]], list[int], Budget]:
+    full = args.full
+    datasets = args.datasets or (list(DATASETS) if full else ["handwritten", "synthetic-interaction",
+                                                              "synthetic-temporal"])
+    for name in datasets:
+        if name not in DATASETS:
+            raise SystemExit(f"error: --datasets: unknown data set {name!r}; expected some of {list(DATASETS)}")
+    methods = {}
+    for dataset in datasets:
+        valid = default_methods(dataset)
+        chosen = args.methods or valid
+        unknown = [m for m in chosen if m not in valid and m not in available_fusions()]
+        if unknown:
+            raise SystemExit(f"error: --methods: unknown method(s) {unknown}; expected some of "
+                             f"{available_fusions()} (sequence data: {list(TEMPORAL_METHODS)})")
+        methods[dataset] = [m for m in chosen if m in valid]
+    seeds = args.seeds if args.seeds is not None else ([0, 1, 2, 3, 4] if full else [0])
+    budget = Budget(epochs=args.epochs or (100 if full else 25), patience=15 if full else 6)
+    if args.grid:
+        budget.grid = {"dropout": [0.0, 0.3]}
+    return datasets, methods, seeds, budget
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads and args.jobs <= 1:
+        torch.set_num_threads(args.threads)
+    datasets, methods, seeds, budget = plan(args)
+    device = resolve_device(args.device)
+    protocol = "full" if args.full else "quick"
+    jobs = []
+    for dataset in datasets:
+        for seed in seeds:
+            for method in methods[dataset]:
+                jobs.append((dataset, seed, method, 0.0))
+                if trains_with_modality_dropout(dataset, method, args.full):
+                    jobs.append((dataset, seed, method, args.modality_dropout))
+
+    from tqdm.auto import tqdm
+
+    records = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc="compare_fusion", unit="run", dynamic_ncols=True)
+    if args.jobs > 1 and device.type == "cpu":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = args.threads or 1
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_job, job, budget, str(device), not args.full, threads): job for job in jobs}
+            for future in as_completed(futures):
+                records.extend(future.result())
+                bar.set_postfix_str(" ".join(map(str, futures[future])))
+                bar.update()
+    else:
+        for job in jobs:
+            bar.set_postfix_str(" ".join(map(str, job)))
+            records.extend(run_job(job, budget, str(device), not args.full, args.threads))
+            bar.update()
+    bar.close()
+    order = {job: i for i, job in enumerate(jobs)}
+    records.sort(key=lambda r: (order[(r["dataset"], r["seed"], r["method"], r["modality_dropout"])], r["fold"]))
+
+    summary = summarise(records)
+    meta = {
+        "protocol": protocol, "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
+        "device": str(device), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {args.jobs} process(es) x "
+        f"{(args.threads or 1) if args.jobs > 1 else torch.get_num_threads()} torch thread(s)",
+        "seeds": seeds, "budget": {k: v for k, v in budget.__dict__.items()},
+        "versions": _versions(), "elapsed_s": time.perf_counter() - start,
+        "datasets": datasets, "methods": methods,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown(summary, meta)
+    (args.out / "compare_fusion.md").write_text(table)
+    meta["plots"] = [] if args.no_plots else plots(summary, args.out)
+    report = {"meta": meta, "summary": summary, "runs": records}
+    (args.out / "compare_fusion.json").write_text(json.dumps(report, indent=1))
+    print(table)
+    print(f"wrote {args.out / 'compare_fusion.md'}, {args.out / 'compare_fusion.json'} and {len(meta['plots'])} plot(s)"
+          f" in {meta['elapsed_s']:.0f}s")
+    return report
+
+
+def _versions() -> dict:
+    import numpy
+    import sklearn
+    import torch_geometric
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torch_geometric": torch_geometric.__version__, "numpy": numpy.__version__,
+            "scikit_learn": sklearn.__version__, "cuda": torch.version.cuda}
+
+
+if __name__ == "__main__":
+    main()
