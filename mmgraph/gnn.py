@@ -46,19 +46,21 @@ BACKENDS = ("dense", "pyg")
 NODE = "node"  # the single PyG node type of the flattened batch; modality types live in `node_type`
 
 
-def _masked_softmax(scores: Tensor, valid: Tensor, dim: int) -> Tensor:
+def _masked_softmax(scores: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
     """Softmax of ``scores`` over ``dim`` restricted to ``valid``; rows with nothing valid give all zeros.
 
-    Invalid entries get ``-inf`` before the softmax; all-invalid rows are reset to 0 first so that neither the value
-    nor its gradient is NaN, then zeroed by the mask.
+    Invalid entries get ``-inf`` before the softmax, except in all-invalid rows, which keep their scores so that
+    neither the value nor its gradient is NaN, and are then zeroed by the mask. ``valid`` may be smaller than
+    ``scores`` (broadcast, e.g. without the heads dim): the ``-inf`` offsets are built at its size and added once,
+    so the full-size tensor sees three ops (add, softmax, multiply) instead of five.
     """
-    scores = scores.masked_fill(~valid, float("-inf"))
-    scores = scores.masked_fill(~valid.any(dim=dim, keepdim=True), 0.0)
-    return torch.softmax(scores, dim=dim) * valid
+    skip = ~valid & valid.any(dim=dim, keepdim=True)  # invalid entries of rows with something valid
+    offset = torch.zeros(skip.shape, dtype=scores.dtype, device=scores.device).masked_fill_(skip, float("-inf"))
+    return torch.softmax(scores + offset, dim=dim) * valid
 
 
 class _Aggregate(torch.autograd.Function):
-    """``out[b, i, k] = sum_r sum_j coeff[b, r, i, j, k] * sources[b, r, j, k]`` as one ``bmm`` over ``B * R * K``
+    """``out[b, i, k] = sum_r sum_j coeff[b, r, k, i, j] * sources[b, r, k, j]`` as one ``bmm`` over ``B * R * K``
     little matrices, forward and backward.
 
     Written out because autograd's own ``bmm``/``einsum`` backward can receive broadcast (stride-0) gradients, for
@@ -68,10 +70,10 @@ class _Aggregate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, coeff: Tensor, sources: Tensor) -> Tensor:
-        batch, relations, nodes, _, heads = coeff.shape
+        batch, relations, heads, nodes, _ = coeff.shape
         channels = sources.shape[-1]
-        a = coeff.permute(0, 1, 4, 2, 3).reshape(-1, nodes, nodes)  # [B*R*K, N, N]
-        x = sources.permute(0, 1, 3, 2, 4).reshape(-1, nodes, channels)  # [B*R*K, N, C]
+        a = coeff.reshape(-1, nodes, nodes)  # [B*R*K, N, N]; a view when coeff is contiguous
+        x = sources.reshape(-1, nodes, channels)  # [B*R*K, N, C]
         ctx.save_for_backward(a, x)
         ctx.shape = (batch, relations, nodes, heads, channels)
         out = torch.bmm(a, x).view(batch, relations, heads, nodes, channels)
@@ -89,15 +91,20 @@ class _Aggregate(torch.autograd.Function):
         grad = grad.reshape(-1, nodes, channels).contiguous()  # [B*R*K, N, C]
         grad_a = torch.bmm(grad, x.transpose(1, 2)).view(batch, relations, heads, nodes, nodes)
         grad_x = torch.bmm(a.transpose(1, 2), grad).view(batch, relations, heads, nodes, channels)
-        return grad_a.permute(0, 1, 3, 4, 2), grad_x.permute(0, 1, 3, 2, 4)
+        return grad_a, grad_x
 
 
 def _aggregate(coeff: Tensor, sources: Tensor) -> Tensor:
-    """``coeff: [B, R, N, N, K]`` (dst, src) and ``sources: [B, R, N, K, C]`` -> ``[B, N, K, C]``:
-    ``out[b, i] = sum_r sum_j coeff[b, r, i, j] * sources[b, r, j]`` per head."""
+    """``coeff: [B, R, K, N, N]`` (dst, src) and ``sources: [B, R, K, N, C]`` -> ``[B, N, K, C]``:
+    ``out[b, i] = sum_r sum_j coeff[b, r, :, i, j] * sources[b, r, :, j]`` per head."""
     if coeff.shape[0] != sources.shape[0]:  # coefficients shared by the batch (nothing masked)
         coeff = coeff.expand(sources.shape[0], *coeff.shape[1:])
     return _Aggregate.apply(coeff, sources)
+
+
+def _stack(tensors: list[Tensor]) -> Tensor:
+    """``torch.stack`` that is a view (no copy, no backward op) for the common single relation type."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
 def _make_conv(conv: str, hidden: int, heads: int) -> nn.Module:
@@ -150,13 +157,16 @@ class HeteroGNNLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.kind}, hidden={self.hidden}, heads={self.heads}, relations={list(self.relation_types)}"
 
-    def update(self, h: Tensor, message: Tensor, node_type: Tensor) -> Tensor:
-        """``LN_τ(h + dropout(ReLU(message + b_τ)))``; ``h, message: [..., N, H]``, ``node_type: [N]``."""
-        message = F.relu(message + self.type_bias[node_type])
+    def update(self, h: Tensor, message: Tensor, node_type: Tensor | None) -> Tensor:
+        """``LN_τ(h + dropout(ReLU(message + b_τ)))``; ``h, message: [..., N, H]``, ``node_type: [N]``, or None
+        when node ``n`` is of type ``n`` (static layout): then the per-type parameters broadcast without a gather."""
+        bias, scale, shift = self.type_bias, self.norm_weight, self.norm_bias  # [M, H] each
+        if node_type is not None:
+            bias, scale, shift = bias[node_type], scale[node_type], shift[node_type]  # [N, H]
+        message = F.relu(message + bias)
         if self.training and self.dropout > 0:
             message = F.dropout(message, self.dropout)
-        out = F.layer_norm(h + message, (self.hidden,))
-        return out * self.norm_weight[node_type] + self.norm_bias[node_type]
+        return F.layer_norm(h + message, (self.hidden,)) * scale + shift
 
     # ------------------------------------------------------------------ dense backend
     def dense_messages(self, h: Tensor, adjacency: Tensor, is_dst: Tensor) -> tuple[Tensor, Tensor]:
@@ -179,31 +189,29 @@ class HeteroGNNLayer(nn.Module):
         if self.kind == "gat":
             # (x W) . a = x (W^T a): the attention vectors fold into the weights, so node features and both score
             # sets come out of one matmul.
-            weight = torch.stack([c.lin.weight for c in convs])  # [R, K*C, H]
-            per_head = weight.view(relations, heads, channels, -1)  # [R, K, C, H]
-            att_src = torch.einsum("rkc,rkch->rkh", torch.stack([c.att_src for c in convs]).squeeze(1), per_head)
-            att_dst = torch.einsum("rkc,rkch->rkh", torch.stack([c.att_dst for c in convs]).squeeze(1), per_head)
-            projected = F.linear(h, torch.cat([weight.flatten(0, 1), att_src.flatten(0, 1), att_dst.flatten(0, 1)]))
-            sources, score_src, score_dst = projected.split(
-                [relations * heads * channels, relations * heads, relations * heads], dim=-1)
-            sources = sources.view(batch, num_nodes, relations, heads, channels).transpose(1, 2)  # [B, R, N, K, C]
-            score_src = score_src.view(batch, num_nodes, relations, heads).transpose(1, 2)  # [B, R, N, K]
-            score_dst = score_dst.view(batch, num_nodes, relations, heads).transpose(1, 2)
-            scores = F.leaky_relu(score_dst.unsqueeze(3) + score_src.unsqueeze(2), convs[0].negative_slope)
+            weight = _stack([c.lin.weight for c in convs])  # [R, K*C, H]
+            per_head = weight.view(1, relations, heads, channels, -1)  # [1, R, K, C, H]
+            att = torch.cat([c.att_src for c in convs] + [c.att_dst for c in convs])  # [2R, K, C]
+            folded = (att.view(2, relations, heads, channels, 1) * per_head).sum(3)  # [2 (src, dst), R, K, H]
+            projected = F.linear(h, torch.cat([weight.flatten(0, 1), folded.flatten(0, 2)]))
+            sources, scores = projected.split([relations * heads * channels, 2 * relations * heads], dim=-1)
+            sources = sources.view(batch, num_nodes, relations, heads, channels).permute(0, 2, 3, 1, 4)  # [B,R,K,N,C]
+            scores = scores.view(batch, num_nodes, 2, relations, heads).permute(2, 0, 3, 1, 4)  # [2, B, R, N, K]
+            scores = F.leaky_relu(scores[1].unsqueeze(3) + scores[0].unsqueeze(2), convs[0].negative_slope)
             coeff = _masked_softmax(scores, adjacency.unsqueeze(-1), dim=3)  # [B, R, N, N, K]
         elif self.kind == "gatv2":
-            weight = torch.cat([torch.stack([c.lin_l.weight for c in convs]).flatten(0, 1),
-                                torch.stack([c.lin_r.weight for c in convs]).flatten(0, 1)])  # [2 * R*K*C, H]
+            weight = torch.cat([c.lin_l.weight for c in convs] + [c.lin_r.weight for c in convs])  # [2 * R*K*C, H]
             sources, targets = (F.linear(h, weight).view(batch, num_nodes, 2, relations, heads, channels)
                                 .permute(2, 0, 3, 1, 4, 5))  # 2 x [B, R, N, K, C]
-            att = torch.stack([c.att for c in convs]).view(1, -1, 1, 1, heads, channels)
+            att = _stack([c.att for c in convs]).view(1, -1, 1, 1, heads, channels)
             pair = F.leaky_relu(targets.unsqueeze(3) + sources.unsqueeze(2), convs[0].negative_slope)  # [B,R,N,N,K,C]
-            coeff = _masked_softmax((pair * att).sum(-1), adjacency.unsqueeze(-1), dim=3)
+            coeff = _masked_softmax((pair * att).sum(-1), adjacency.unsqueeze(-1), dim=3)  # [B, R, N, N, K]
+            sources = sources.transpose(2, 3)  # [B, R, K, N, C]
         else:
             # SAGE: mean over in-neighbours (PyG applies lin after the mean; by linearity the order is immaterial).
             # GCN: w_ij = 1 / sqrt(deg_i deg_j), deg counting the self-loop (a virtual one off the relation's types).
-            weight = torch.stack([c.lin_l.weight if self.kind == "sage" else c.lin.weight for c in convs])
-            sources = F.linear(h, weight.flatten(0, 1)).view(batch, num_nodes, relations, 1, -1).transpose(1, 2)
+            weight = torch.cat([c.lin_l.weight if self.kind == "sage" else c.lin.weight for c in convs])  # [R*H, H]
+            sources = F.linear(h, weight).view(batch, num_nodes, relations, 1, -1).permute(0, 2, 3, 1, 4)
             adj = adjacency.to(h.dtype)
             if self.kind == "sage":
                 coeff = adj / adj.sum(-1, keepdim=True).clamp(min=1.0)
@@ -211,7 +219,10 @@ class HeteroGNNLayer(nn.Module):
                 inv_sqrt = (adj.sum(-1) + (~is_dst).to(h.dtype)).clamp(min=1.0).rsqrt()  # [B, R, N]
                 coeff = adj * inv_sqrt.unsqueeze(-1) * inv_sqrt.unsqueeze(-2)
             coeff = coeff.unsqueeze(-1)
-        return _aggregate(coeff, sources).reshape(batch, num_nodes, self.hidden), coeff
+        # The softmax runs over dim 3 with the heads innermost: a last-dim softmax over N ~ 6 entries is 2x slower.
+        # sources: [B, R, K, N, C]; coeff goes to the bmm as [B, R, K, N, N] (one copy when K > 1).
+        messages = _aggregate(coeff.permute(0, 1, 4, 2, 3), sources)  # [B, N, K, C]
+        return messages.reshape(batch, num_nodes, self.hidden), coeff
 
     # ------------------------------------------------------------------ pyg backend
     def pyg_messages(self, x: Tensor, edge_index: Mapping[str, Tensor], is_dst_flat: Tensor) -> Tensor:
@@ -258,8 +269,10 @@ class GraphReadout(nn.Module):
         if self.kind == "attention":
             scores = self.aggr.gate_nn(h).squeeze(-1)  # [B, N]
             weights = (torch.softmax(scores, dim=1) if node_mask is None
-                       else _masked_softmax(scores, node_mask, dim=1))
-            return torch.einsum("bn,bnh->bh", weights, h), weights
+                       else _masked_softmax(scores, node_mask))
+            # broadcast multiply + sum: with N ~ 6 it is ~2.5x faster (forward + backward) than einsum's bmm of B
+            # [1, N] x [N, H] products
+            return (weights.unsqueeze(-1) * h).sum(1), weights
         if self.kind == "max":
             if node_mask is None:
                 fused = h.amax(1)
@@ -450,10 +463,12 @@ class MultiModalGNN(nn.Module):
         else:
             adjacency = self.graph.dense_adjacency(node_mask, layout)  # [B, R, N, N]
             keep = node_mask.unsqueeze(-1).to(h.dtype)
+        # one node per modality, in modality order: node n is of type n and per-type parameters need no gather
+        node_type = None if layout.num_nodes == len(self.modalities) else layout.node_type
         edges = []
         for layer in self.layers:
             message, coeff = layer.dense_messages(h, adjacency, layout.is_dst)
-            h = layer.update(h, message, layout.node_type)
+            h = layer.update(h, message, node_type)
             if node_mask is not None:
                 h = h * keep
             edges.append(coeff.expand(h.shape[0], *coeff.shape[1:]))
@@ -476,6 +491,8 @@ class MultiModalGNN(nn.Module):
     def _embed(self, inputs, mask, step_mask) -> tuple[Tensor, Tensor | None, GraphLayout]:
         """Validate, project each modality to ``H`` and lay the nodes out: ``h [B, N, H]``, ``node_mask [B, N]``
         (None when no mask was given: every node present)."""
+        # a stacked [B, M, D] tensor is already the node tensor: no need to split and concatenate it again
+        stacked = inputs if isinstance(inputs, Tensor) and inputs.dim() == 3 else None
         inputs = self._as_dict(inputs)
         batch = _check_inputs(inputs, self.modalities)
         steps = [x.shape[1] if x.dim() == 3 else 1 for x in inputs.values()]
@@ -491,7 +508,7 @@ class MultiModalGNN(nn.Module):
         sequences = [x if x.dim() == 3 else x.unsqueeze(1) for x in inputs.values()]  # [B, T_m, d_m]
         if len({x.shape[-1] for x in sequences}) == 1:
             # one batched projection: node n uses its type's weights
-            x = torch.cat(sequences, dim=1)  # [B, N, D]
+            x = stacked if stacked is not None else torch.cat(sequences, dim=1)  # [B, N, D]
             if node_mask is not None:
                 x = torch.where(node_mask.unsqueeze(-1), x, torch.zeros_like(x))
             weight = torch.stack([proj.weight for proj in self.input_proj.values()])  # [M, H, D]
