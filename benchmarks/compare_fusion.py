@@ -43,7 +43,7 @@ from mmgraph.train import fit  # noqa: E402
 from mmgraph.utils import resolve_device  # noqa: E402
 
 DATASETS = ("handwritten", "nutrimouse", "synthetic-interaction", "synthetic-temporal")
-DROP_RATES = (0.0, 0.2, 0.4, 0.6, 0.8)
+DROP_RATES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8)
 GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "attention"}
 # On sequence data the fusions that read sequences compete: the temporal GNN, the same GNN without temporal edges,
 # and the seq2seq and cnn baselines.

@@ -184,6 +184,9 @@ def fit(
             order = torch.randperm(len(train), generator=generator)
         train_loss = _train_epoch(net, raw_model, train, order, opt, scaler, tasks, weights, aux_weight,
                                   batch_size, grad_clip, device, use_amp, world)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"fit: the training loss became {train_loss} in epoch {epoch + 1}; lower `lr`, "
+                                     "set `grad_clip`, or check the inputs")
         record: dict[str, float] = {"epoch": epoch + 1, "train_loss": train_loss}
         if val is not None:
             record.update(_validate(raw_model, val, tasks, weights, batch_size, device, use_amp, world, rank))

@@ -28,7 +28,7 @@ def test_tiny_run_writes_json_markdown_and_plots(tmp_path):
     for row in rows.values():
         assert 0.0 <= row["accuracy"]["mean"] <= 1.0
         assert row["parameters"] > 0 and row["inference_samples_per_s"]["mean"] > 0
-        assert set(row["robustness"]) == {"0.0", "0.2", "0.4", "0.6", "0.8"}
+        assert set(row["robustness"]) == {"0.0", "0.2", "0.4", "0.5", "0.6", "0.8"}
     # the GNN also ran with modality dropout during training
     assert "gnn" in report["summary"]["synthetic-interaction"]["0.5"]
     assert len(report["runs"]) == 3

@@ -193,11 +193,11 @@ def test_tfn_keeps_only_the_terms_without_a_missing_modality():
     torch.testing.assert_close(fusion(nodes, only_first), expected)
 
 
-def test_lmf_factor_of_a_missing_modality_is_its_bias_row():
+def test_lmf_factor_of_a_missing_modality_is_the_neutral_one():
     fusion = build("lmf")
     nodes, mask = make_nodes(), random_mask()
-    factors = torch.where(mask[..., None, None], torch.einsum("bmd,mrdo->bmro", nodes, fusion.factors[:, :, :-1]),
-                          torch.zeros(())) + fusion.factors[:, :, -1]  # [B, M, R, out]
+    present = torch.einsum("bmd,mrdo->bmro", nodes, fusion.factors[:, :, :-1]) + fusion.factors[:, :, -1]
+    factors = torch.where(mask[..., None, None], present, torch.ones(()))  # [B, M, R, out]
     expected = torch.einsum("r,bro->bo", fusion.rank_weights, factors.prod(1)) + fusion.bias
     torch.testing.assert_close(fusion(nodes, mask), expected)
 

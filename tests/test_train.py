@@ -207,3 +207,12 @@ def test_cli_rejects_an_unknown_dataset(capsys):
 def test_load_dataset_rejects_an_unknown_name():
     with pytest.raises(ValueError, match=r"dataset: expected one of \['handwritten'"):
         train_module.load_dataset("mnist")
+
+
+def test_fit_raises_when_the_loss_becomes_nan(xor):
+    train, val = xor
+    model = _model()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="training loss became nan"):
+        _fit(model, train, val, epochs=2)
