@@ -110,7 +110,8 @@ class FusionModel(nn.Module):
 
     @classmethod
     def from_dataset(cls, dataset, fusion: str, dim: int = 64, encoder: str = "mlp",
-                     fusion_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> FusionModel:
+                     fusion_kwargs: dict[str, Any] | None = None, encoder_kwargs: dict[str, Any] | None = None,
+                     **kwargs: Any) -> FusionModel:
         """Build encoders from ``dataset.input_shapes`` (and dtypes) and a model for ``dataset.tasks``.
 
         Per modality, by the shape of one sample:
@@ -122,7 +123,8 @@ class FusionModel(nn.Module):
           supports sequences and every modality is such a sequence of the same ``T``; otherwise ``"gru"``
           pooling the sequence to ``[B, D]``.
 
-        Extra ``kwargs`` (``modality_dropout``, ``head_hidden``, ...) go to :class:`FusionModel`. Benchmarks and the
+        ``encoder_kwargs`` (e.g. ``{"dropout": 0.2}``) go to every vector-modality encoder. Extra ``kwargs``
+        (``modality_dropout``, ``head_hidden``, ...) go to :class:`FusionModel`. Benchmarks and the
         CLI build their models through this method, so every fusion gets the same encoders.
         """
         from mmgraph.encoders import build_encoder
@@ -140,7 +142,7 @@ class FusionModel(nn.Module):
         encoders: dict[str, nn.Module] = {}
         for name, shape in shapes.items():
             if len(shape) == 1 and floating[name]:
-                encoders[name] = build_encoder(encoder, dim, in_dim=shape[0])
+                encoders[name] = build_encoder(encoder, dim, in_dim=shape[0], **(encoder_kwargs or {}))
             elif len(shape) == 3 and floating[name]:
                 encoders[name] = build_encoder("cnn", dim, in_channels=shape[0])
             elif len(shape) == 1:

@@ -1,0 +1,73 @@
+"""Choose the shared training budget of compare_fusion.py on validation data only.
+
+    python benchmarks/tune_budget.py [--methods concat gnn mfb] [--seeds 0 1 2 3 4] [--jobs 2]
+
+For each candidate budget (encoder dropout, weight decay), trains the given methods on the handwritten splits of
+compare_fusion.py (the same seeds, the same 64/16/20 train/val/test split) and reports the mean validation accuracy.
+The test part of each split is never evaluated. The budget with the best mean over methods and seeds is the one
+compare_fusion.py uses for every method alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CANDIDATES = [
+    {"encoder_dropout": 0.0, "weight_decay": 1e-4},
+    {"encoder_dropout": 0.2, "weight_decay": 1e-4},
+    {"encoder_dropout": 0.4, "weight_decay": 1e-4},
+    {"encoder_dropout": 0.2, "weight_decay": 1e-3},
+]
+
+
+def validation_score(candidate: dict, method: str, seed: int, epochs: int) -> float:
+    import torch
+
+    import compare_fusion as cf
+    from mmgraph.data import standardize
+
+    torch.set_num_threads(1)
+    data = cf.load("handwritten")
+    train_idx, val_idx, _ = cf.splits("handwritten", data, seed)[0]  # the test indices are not used
+    train, val = standardize(data.subset(train_idx), data.subset(val_idx))
+    budget = replace(cf.Budget(epochs=epochs, patience=15), **candidate)
+    fusion, kwargs = cf.method_spec("handwritten", method)
+    _, info = cf.train_once(train, val, fusion, kwargs, budget, {}, seed, torch.device("cpu"), 0.0)
+    return info["best_val"]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=["concat", "gnn", "mfb"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    grid = list(itertools.product(range(len(CANDIDATES)), args.methods, args.seeds))
+    with ProcessPoolExecutor(args.jobs) as pool:
+        scores = list(pool.map(validation_score, [CANDIDATES[c] for c, _, _ in grid], [m for _, m, _ in grid],
+                               [s for _, _, s in grid], [args.epochs] * len(grid)))
+    table = {}
+    for (c, method, _), score in zip(grid, scores):
+        table.setdefault(c, {}).setdefault(method, []).append(score)
+    print("| budget | " + " | ".join(args.methods) + " | mean |")
+    print("|---|" + "---|" * (len(args.methods) + 1))
+    for c, per_method in table.items():
+        means = {m: statistics.fmean(v) for m, v in per_method.items()}
+        print(f"| {CANDIDATES[c]} | " + " | ".join(f"{100 * means[m]:.2f}" for m in args.methods)
+              + f" | {100 * statistics.fmean(means.values()):.2f} |")
+    best = max(table, key=lambda c: statistics.fmean(statistics.fmean(v) for v in table[c].values()))
+    print(f"best on validation: {CANDIDATES[best]}")
+    return CANDIDATES[best]
+
+
+if __name__ == "__main__":
+    main()
