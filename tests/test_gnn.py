@@ -199,6 +199,21 @@ def make_interaction(n, gen):
     return {"text": text, "image": image}, ((text[:, 0] > 0) ^ (image[:, 0] > 0)).long()
 
 
+def train_and_test(gnn, train_x, train_y, test_x, test_y, steps, gen) -> float:
+    """Adam on mini-batches of 128 with a linear head; returns the test accuracy."""
+    head = nn.Linear(gnn.out_dim, 2)
+    optimiser = torch.optim.Adam([*gnn.parameters(), *head.parameters()], lr=5e-3)
+    for _ in range(steps):
+        idx = torch.randint(0, len(train_y), (128,), generator=gen)
+        loss = nn.functional.cross_entropy(head(gnn({k: v[idx] for k, v in train_x.items()})), train_y[idx])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    gnn.eval()
+    with torch.no_grad():
+        return (head(gnn(test_x)).argmax(1) == test_y).float().mean().item()
+
+
 @pytest.mark.parametrize("conv", ["gat", "gcn"])
 def test_learns_cross_modal_interaction_task(conv):
     torch.manual_seed(0)
@@ -206,18 +221,7 @@ def test_learns_cross_modal_interaction_task(conv):
     train_x, train_y = make_interaction(1024, gen)
     test_x, test_y = make_interaction(512, gen)
     gnn = MultiModalGNN({"text": 4, "image": 4}, hidden=32, heads=4, conv=conv)
-    head = nn.Linear(32, 2)
-    optimiser = torch.optim.Adam([*gnn.parameters(), *head.parameters()], lr=5e-3)
-    for _ in range(250):
-        idx = torch.randint(0, 1024, (128,), generator=gen)
-        loss = nn.functional.cross_entropy(head(gnn({k: v[idx] for k, v in train_x.items()})), train_y[idx])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    gnn.eval()
-    with torch.no_grad():
-        accuracy = (head(gnn(test_x)).argmax(1) == test_y).float().mean()
-    assert accuracy >= 0.9
+    assert train_and_test(gnn, train_x, train_y, test_x, test_y, steps=250, gen=gen) >= 0.9
 
 
 # ---------------------------------------------------------------------- temporal graphs
@@ -302,17 +306,7 @@ def _fit_order_task(temporal_window):
     train_x, train_y = {k: v[:1024] for k, v in inputs.items()}, labels[:1024]
     test_x, test_y = {k: v[1024:] for k, v in inputs.items()}, labels[1024:]
     gnn = MultiModalGNN({"a": 4, "b": 4}, hidden=16, heads=4, layers=2, temporal_window=temporal_window)
-    head = nn.Linear(16, 2)
-    optimiser = torch.optim.Adam([*gnn.parameters(), *head.parameters()], lr=5e-3)
-    for _ in range(80):
-        idx = torch.randint(0, 1024, (128,), generator=gen)
-        loss = nn.functional.cross_entropy(head(gnn({k: v[idx] for k, v in train_x.items()})), train_y[idx])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    gnn.eval()
-    with torch.no_grad():
-        return (head(gnn(test_x)).argmax(1) == test_y).float().mean().item()
+    return train_and_test(gnn, train_x, train_y, test_x, test_y, steps=80, gen=gen)
 
 
 def test_temporal_edges_learn_cross_modal_order_that_a_static_graph_cannot():
