@@ -4,7 +4,7 @@
     python benchmarks/compare_fusion.py --full             # the complete protocol (docs/benchmarks.md)
     python benchmarks/compare_fusion.py --datasets handwritten --methods gnn concat --seeds 0 1 --epochs 20
 
-Only the fusion differs between methods. Hyper-parameters (a small grid in --full) are chosen per split on the
+Only the fusion differs between methods. Output goes to results/ for --full and results/quick/ otherwise. Hyper-parameters (a small grid in --full) are chosen per split on the
 validation part of the training data; the test split is evaluated once per run. Writes `<out>/compare_fusion.md`,
 `<out>/compare_fusion.json` (every raw figure, library versions, device, seeds, command line) and PNG plots.
 """
@@ -372,7 +372,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--modality-dropout", type=float, default=0.5,
                         help="rate for the variant trained with modality dropout")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: results/ for --full, results/quick/ otherwise, so a quick run "
+                             "never overwrites the committed full results)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes (CPU only); each run is seeded, so results do not depend on it")
     parser.add_argument("--threads", type=int, default=None,
@@ -421,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     datasets, methods, seeds, budget = plan(args)
     device = resolve_device(args.device)
     protocol = "full" if args.full else "quick"
+    args.out = args.out or Path("results" if args.full else "results/quick")
     jobs = []
     for dataset in datasets:
         for seed in seeds:
