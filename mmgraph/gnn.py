@@ -500,11 +500,15 @@ class MultiModalGNN(nn.Module):
         mask = _check_mask(mask, self.modalities, batch, device)
         step_mask = _check_step_mask(step_mask, inputs, batch)
         layout = self.graph.layout(steps, self.temporal_window, device=device)
-        node_mask = self.graph.node_mask(layout, mask, batch, step_mask)
-        if self.validate == "full" or (self.validate == "auto" and device.type == "cpu"):
+        all_present = mask is None and step_mask is None  # then the graph is the same for every sample
+        check_values = self.validate == "full" or (self.validate == "auto" and device.type == "cpu")
+        node_mask = None
+        if check_values or not all_present:
+            node_mask = self.graph.node_mask(layout, mask, batch, step_mask)
+        if check_values:
             _check_values(inputs, node_mask, layout, self.modalities)
-        if mask is None and step_mask is None:
-            node_mask = None  # every node present: the fast, sample-independent graph
+        if all_present:
+            node_mask = None
         sequences = [x if x.dim() == 3 else x.unsqueeze(1) for x in inputs.values()]  # [B, T_m, d_m]
         if len({x.shape[-1] for x in sequences}) == 1:
             # one batched projection: node n uses its type's weights
