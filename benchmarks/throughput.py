@@ -10,8 +10,9 @@ One training step = forward + backward + Adam step on a 10-class cross-entropy, 
       Batch.from_data_list every step, HeteroConv of GATConv per (src, dst) modality pair, attentional readout;
   (d) concatenation + MLP of the same width.
 
-All GNNs: 2 GAT layers, hidden = dim, 4 heads, complete graph, attention readout. Also reports forward+backward
-FLOPs per sample (torch.utils.flop_counter) so the dense GNN's cost relative to concat+MLP can be read against the
+All GNNs: 2 GAT layers, hidden = dim, 4 heads, complete graph, attention readout. The methods are timed in
+interleaved rounds (--rounds) and each ratio is the median of its per-round ratios, so that a machine whose speed
+drifts (shared cores) slows every method alike. Also reports forward+backward FLOPs per sample (torch.utils.flop_counter) so the dense GNN's cost relative to concat+MLP can be read against the
 ratio of their arithmetic.
 """
 
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,19 +105,30 @@ class PlainPyG(nn.Module):
         return self.head(self.readout(nodes, index, dim_size=batch.num_graphs))
 
 
-def time_steps(step, seconds: float, min_steps: int, device: torch.device) -> tuple[float, int]:
-    """Run `step` repeatedly for about `seconds`; return (seconds per step, steps)."""
-    for _ in range(3):
-        step()  # warm-up
+def time_interleaved(steps: dict, rounds: int, seconds: float, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step of every method, measured in ``rounds`` interleaved rounds.
+
+    Each round runs every method in turn for about ``seconds / rounds`` (at least 2 steps) and keeps the median
+    step time. Interleaving makes the ratios robust to a machine whose speed drifts (shared cores): a slow spell
+    slows every method of that round, not only the one being timed.
+    """
+    for step in steps.values():
+        for _ in range(3):
+            step()  # warm-up
     _sync(device)
-    times = []
-    deadline = time.perf_counter() + seconds
-    while len(times) < min_steps or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), len(times)
+    per_round = {name: [] for name in steps}
+    budget = seconds / rounds
+    for _ in tqdm(range(rounds), desc="rounds", leave=False, disable=not sys.stderr.isatty()):
+        for name, step in steps.items():
+            times: list[float] = []
+            deadline = time.perf_counter() + budget
+            while len(times) < 2 or time.perf_counter() < deadline:
+                start = time.perf_counter()
+                step()
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            per_round[name].append(statistics.median(times))
+    return per_round
 
 
 def _sync(device: torch.device) -> None:
@@ -148,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modalities", type=int, default=6)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per method")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per method, over all rounds")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (ratios: median over rounds)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -170,33 +184,38 @@ def main(argv: list[str] | None = None) -> dict:
         "plain_pyg": (plain, lambda: Batch.from_data_list(data_list)),
         "concat_mlp": (ConcatMLP(mods, dim).to(device), lambda: nodes),
     }
-    labels_for = {"plain_pyg": labels}
+    steps = {name: make_step(model, batch_fn, labels) for name, (model, batch_fn) in models.items()}
+    per_round = time_interleaved(steps, args.rounds, args.seconds * len(steps), device)
     results = {}
     for name, (model, batch_fn) in models.items():
-        seconds, steps = time_steps(make_step(model, batch_fn, labels), args.seconds,
-                                    min_steps=3 if name == "plain_pyg" else 10, device=device)
-        flops = train_flops(model, batch_fn(), labels_for.get(name, labels)) if name != "plain_pyg" else None
+        seconds = statistics.median(per_round[name])
+        flops = train_flops(model, batch_fn(), labels) if name != "plain_pyg" else None
         results[name] = {
             "samples_per_s": batch / seconds,
             "ms_per_step": 1e3 * seconds,
-            "steps_timed": steps,
+            "ms_per_step_rounds": [1e3 * t for t in per_round[name]],
             "train_flops_per_sample": flops / batch if flops else None,
             "parameters": sum(p.numel() for p in model.parameters()),
         }
-    dense = results["dense"]["samples_per_s"]
-    ratios = {
-        "dense_vs_plain_pyg": dense / results["plain_pyg"]["samples_per_s"],
-        "dense_vs_pyg": dense / results["pyg"]["samples_per_s"],
-        "concat_vs_dense_speed": results["concat_mlp"]["samples_per_s"] / dense,
-        "dense_vs_concat_flops": results["dense"]["train_flops_per_sample"]
-        / results["concat_mlp"]["train_flops_per_sample"],
-    }
+
+    def ratio(fast: str, slow: str) -> tuple[float, float, float]:
+        """(median, min, max) over rounds of how many times faster ``fast`` ran than ``slow``."""
+        each = [s / f for f, s in zip(per_round[fast], per_round[slow])]
+        return statistics.median(each), min(each), max(each)
+
+    speedups = {"dense_vs_plain_pyg": ratio("dense", "plain_pyg"), "dense_vs_pyg": ratio("dense", "pyg"),
+                "concat_vs_dense_speed": ratio("concat_mlp", "dense")}
+    ratios = {name: value[0] for name, value in speedups.items()}
+    ratios["dense_vs_concat_flops"] = (results["dense"]["train_flops_per_sample"]
+                                       / results["concat_mlp"]["train_flops_per_sample"])
+    ratio_ranges = {name: [value[1], value[2]] for name, value in speedups.items()}
     report = {
         "config": {"batch_size": batch, "modalities": mods, "dim": dim, "layers": 2, "conv": "gat", "heads": 4,
-                   "threads": args.threads, "device": str(device), "torch": torch.__version__,
+                   "threads": args.threads, "rounds": args.rounds, "device": str(device), "torch": torch.__version__,
                    "python": platform.python_version(), "machine": platform.machine()},
         "results": results,
         "ratios": ratios,
+        "ratio_ranges_over_rounds": ratio_ranges,
     }
     print(f"Training-step throughput: B={batch}, M={mods}, D={dim}, 2 GAT layers, device={device}, "
           f"threads={args.threads}")
@@ -206,10 +225,16 @@ def main(argv: list[str] | None = None) -> dict:
         flops = f"{row['train_flops_per_sample'] * 1e3 / 1e9:.3f}" if row["train_flops_per_sample"] else "n/a"
         print(f"| {name:<12} | {row['samples_per_s']:>10.0f} | {row['ms_per_step']:>8.2f} | {flops:>22} | "
               f"{row['parameters']:>8} |")
-    print(f"\ndense vs plain per-sample PyG: {ratios['dense_vs_plain_pyg']:.1f}x faster")
-    print(f"dense vs pyg backend:          {ratios['dense_vs_pyg']:.1f}x faster")
-    print(f"concat+MLP vs dense:           {ratios['concat_vs_dense_speed']:.1f}x faster, while the dense GNN does "
-          f"{ratios['dense_vs_concat_flops']:.1f}x the FLOPs of concat+MLP")
+    print(f"\nspeed ratios: median over {args.rounds} interleaved rounds [min - max]")
+
+    def show(label: str, key: str) -> str:
+        low, high = ratio_ranges[key]
+        return f"{label:<31}{ratios[key]:.2f}x faster  [{low:.2f} - {high:.2f}]"
+
+    print(show("dense vs plain per-sample PyG:", "dense_vs_plain_pyg"))
+    print(show("dense vs pyg backend:", "dense_vs_pyg"))
+    print(show("concat+MLP vs dense:", "concat_vs_dense_speed")
+          + f", while the dense GNN does {ratios['dense_vs_concat_flops']:.1f}x the FLOPs of concat+MLP")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

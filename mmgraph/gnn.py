@@ -59,47 +59,165 @@ def _masked_softmax(scores: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
     return torch.softmax(scores + offset, dim=dim) * valid
 
 
-class _Aggregate(torch.autograd.Function):
+def _aggregate_forward(coeff: Tensor, sources: Tensor) -> Tensor:
     """``out[b, i, k] = sum_r sum_j coeff[b, r, k, i, j] * sources[b, r, k, j]`` as one ``bmm`` over ``B * R * K``
-    little matrices, forward and backward.
+    little matrices.
 
-    Written out because autograd's own ``bmm``/``einsum`` backward can receive broadcast (stride-0) gradients, for
-    which the CPU kernel falls back to a per-matrix loop that is 20-40x slower; here every ``bmm`` operand is
-    contiguous. The broadcast-multiply alternative materialises ``[B, R, N, N, K, C]`` and is 3-10x slower.
+    Args:
+        coeff: contiguous ``[B, R, K, N, N]`` (dst, src) aggregation weights.
+        sources: contiguous ``[B, R, K, N, C]`` per-relation, per-head source features.
+
+    Returns:
+        ``[B, N, K * C]`` messages summed over relations, heads concatenated.
     """
+    batch, relations, heads, nodes, _ = coeff.shape
+    channels = sources.shape[-1]
+    out = torch.bmm(coeff.view(-1, nodes, nodes), sources.view(-1, nodes, channels))  # [B*R*K, N, C]
+    out = out.view(batch, relations, heads, nodes, channels)
+    out = out[:, 0] if relations == 1 else out.sum(1)  # [B, K, N, C]
+    return out.transpose(1, 2).reshape(batch, nodes, heads * channels)
+
+
+def _aggregate_backward(grad: Tensor, coeff: Tensor, sources: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of :func:`_aggregate_forward`: ``grad: [B, N, K * C]`` -> ``(grad_coeff [B, R, K, N, N],
+    grad_sources [B, R, K, N, C])``.
+
+    Every ``bmm`` operand is contiguous: autograd's own ``bmm``/``einsum`` backward can receive broadcast
+    (stride-0) gradients, for which the CPU kernel falls back to a per-matrix loop that is 20-40x slower.
+    """
+    batch, relations, heads, nodes, _ = coeff.shape
+    channels = sources.shape[-1]
+    grad = grad.view(batch, nodes, heads, channels).transpose(1, 2).unsqueeze(1)  # [B, 1, K, N, C]
+    grad = grad.expand(batch, relations, heads, nodes, channels).reshape(-1, nodes, channels).contiguous()
+    grad_coeff = torch.bmm(grad, sources.view(-1, nodes, channels).transpose(1, 2))
+    grad_sources = torch.bmm(coeff.view(-1, nodes, nodes).transpose(1, 2), grad)
+    return grad_coeff.view_as(coeff), grad_sources.view_as(sources)
+
+
+class _Aggregate(torch.autograd.Function):
+    """Autograd wrapper of :func:`_aggregate_forward` / :func:`_aggregate_backward` (GCN, SAGE, GATv2)."""
 
     @staticmethod
     def forward(ctx, coeff: Tensor, sources: Tensor) -> Tensor:
-        batch, relations, heads, nodes, _ = coeff.shape
-        channels = sources.shape[-1]
-        a = coeff.reshape(-1, nodes, nodes)  # [B*R*K, N, N]; a view when coeff is contiguous
-        x = sources.reshape(-1, nodes, channels)  # [B*R*K, N, C]
-        ctx.save_for_backward(a, x)
-        ctx.shape = (batch, relations, nodes, heads, channels)
-        out = torch.bmm(a, x).view(batch, relations, heads, nodes, channels)
-        out = out.squeeze(1) if relations == 1 else out.sum(1)  # [B, K, N, C]
-        return out.transpose(1, 2)  # [B, N, K, C]
+        coeff, sources = coeff.contiguous(), sources.contiguous()
+        ctx.save_for_backward(coeff, sources)
+        return _aggregate_forward(coeff, sources)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-        a, x = ctx.saved_tensors
-        batch, relations, nodes, heads, channels = ctx.shape
-        grad = grad.transpose(1, 2).unsqueeze(1)  # [B, 1, K, N, C]
-        if relations > 1:
-            grad = grad.expand(batch, relations, heads, nodes, channels)
-        grad = grad.reshape(-1, nodes, channels).contiguous()  # [B*R*K, N, C]
-        grad_a = torch.bmm(grad, x.transpose(1, 2)).view(batch, relations, heads, nodes, nodes)
-        grad_x = torch.bmm(a.transpose(1, 2), grad).view(batch, relations, heads, nodes, channels)
-        return grad_a, grad_x
+        return _aggregate_backward(grad, *ctx.saved_tensors)
 
 
-def _aggregate(coeff: Tensor, sources: Tensor) -> Tensor:
-    """``coeff: [B, R, K, N, N]`` (dst, src) and ``sources: [B, R, K, N, C]`` -> ``[B, N, K, C]``:
-    ``out[b, i] = sum_r sum_j coeff[b, r, :, i, j] * sources[b, r, :, j]`` per head."""
-    if coeff.shape[0] != sources.shape[0]:  # coefficients shared by the batch (nothing masked)
-        coeff = coeff.expand(sources.shape[0], *coeff.shape[1:])
-    return _Aggregate.apply(coeff, sources)
+class _GATMessages(torch.autograd.Function):
+    """All of a GAT layer's messages, every relation type at once, in one autograd node.
+
+    Inputs: ``h: [B, N, H]``, per relation ``r`` and head ``k`` the weights ``W: [R, K, C, H]`` and attention vectors
+    ``a_src, a_dst: [R, K, C]``, and ``invalid: BoolTensor[B or 1, R, N, N]`` marking non-edges ``(dst, src)``
+    (None: every pair is an edge, e.g. a complete graph with self-loops and nothing masked).
+
+    With ``x_j = h_j W_r``, ``e[b, r, k, i, j] = LeakyReLU(a_dst · x_i + a_src · x_j)`` and ``α = softmax_j(e)`` over
+    the edges ``j -> i`` of relation ``r``, the output is ``(Σ_r Σ_j α[b, r, :, i, j] x_j -> [B, N, K*C],
+    α -> [B, R, K, N, N])``; ``α`` is returned for explanations and is not differentiable. A destination without
+    any edge gets all-zero ``α``.
+
+    Why one node: on graphs of ~6 nodes a layer is bound by per-operation overhead, not arithmetic. Since
+    ``(x W) · a = x (Wᵀ a)``, the attention vectors fold into the weights and one matmul yields the features and
+    both score sets; the backward is written out (four matmuls, two ``bmm``, the softmax and LeakyReLU backward and
+    a few reductions and copies) instead of ~40 autograd nodes.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, att_src: Tensor, att_dst: Tensor, invalid: Tensor | None,
+                negative_slope: float) -> tuple[Tensor, Tensor]:
+        batch, nodes, hidden = h.shape
+        relations, heads, channels, _ = weight.shape
+        groups = relations * heads
+        att = torch.stack([att_src, att_dst]).unsqueeze(-1)  # [2, R, K, C, 1]
+        folded = (att * weight).sum(3)  # [2 (src, dst), R, K, H]
+        stacked = torch.cat([weight.reshape(groups * channels, hidden), folded.reshape(2 * groups, hidden)])
+        projected = F.linear(h, stacked)  # [B, N, R*K*C + 2*R*K]
+        sources = (projected[..., :groups * channels].view(batch, nodes, relations, heads, channels)
+                   .permute(0, 2, 3, 1, 4).contiguous())  # [B, R, K, N, C]
+        scores = projected[..., groups * channels:].view(batch, nodes, 2, groups).permute(2, 0, 3, 1)  # [2,B,RK,N]
+        logits = h.new_empty(batch, relations, heads, nodes, nodes)  # contiguous, whatever the strides above
+        torch.add(scores[1].unsqueeze(-1), scores[0].unsqueeze(-2), out=logits.view(batch, groups, nodes, nodes))
+        logits = F.leaky_relu_(logits, negative_slope)  # [B, R, K, N (dst), N (src)]
+        if invalid is not None:
+            logits.masked_fill_(invalid.unsqueeze(2), float("-inf"))
+        # softmax written out: ATen's CPU softmax over a last dim of ~6 entries is 4x slower than these four ops
+        coeff = (logits - logits.amax(-1, keepdim=True)).exp_()
+        coeff = coeff.div_(coeff.sum(-1, keepdim=True))
+        if invalid is not None:
+            coeff.masked_fill_(invalid.unsqueeze(2), 0.0)  # destinations without edges: NaN -> 0
+        ctx.save_for_backward(h, weight, att, stacked, coeff, sources, logits)
+        ctx.negative_slope = negative_slope
+        ctx.mark_non_differentiable(coeff)
+        return _aggregate_forward(coeff, sources), coeff
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor, _grad_coeff: Tensor | None) -> tuple[Tensor | None, ...]:
+        h, weight, att, stacked, coeff, sources, logits = ctx.saved_tensors
+        batch, relations, heads, nodes, channels = sources.shape
+        groups, hidden = relations * heads, h.shape[-1]
+        grad_coeff, grad_sources = _aggregate_backward(grad, coeff, sources)
+        grad_logits = grad_coeff.sub_((grad_coeff * coeff).sum(-1, keepdim=True)).mul_(coeff)  # softmax backward
+        grad_logits = torch.ops.aten.leaky_relu_backward(grad_logits, logits, ctx.negative_slope, True)
+        grad_logits = grad_logits.view(batch, groups, nodes, nodes)
+        grad_projected = grad.new_empty(batch, nodes, groups * (channels + 2))
+        grad_projected[..., :groups * channels].view(batch, nodes, relations, heads, channels).copy_(
+            grad_sources.permute(0, 3, 1, 2, 4))
+        grad_projected[..., groups * channels:groups * (channels + 1)].copy_(grad_logits.sum(-2).transpose(1, 2))
+        grad_projected[..., groups * (channels + 1):].copy_(grad_logits.sum(-1).transpose(1, 2))
+        flat = grad_projected.view(-1, grad_projected.shape[-1])
+        grad_h = torch.mm(flat, stacked).view_as(h)
+        grad_stacked = torch.mm(flat.t(), h.reshape(-1, hidden))  # [R*K*C + 2*R*K, H]
+        grad_folded = grad_stacked[groups * channels:].view(2, relations, heads, 1, hidden)
+        grad_weight = grad_stacked[:groups * channels].view_as(weight) + (att * grad_folded).sum(0)
+        grad_att = (grad_folded * weight).sum(-1)  # [2, R, K, C]
+        return grad_h, grad_weight, grad_att[0], grad_att[1], None, None
+
+
+class _TypedUpdate(torch.autograd.Function):
+    """``LN(h + dropout(ReLU(message + bias))) * scale + shift`` with per-node-type ``bias, scale, shift``.
+
+    ``h, message: [..., H]``; ``bias, scale, shift`` broadcast against them from the right (``[N, H]`` against
+    ``[B, N, H]``, or ``[B*N, H]`` against ``[B*N, H]``). Forward is five kernels, backward seven, in one autograd
+    node: the per-type affine cannot go into ``F.layer_norm`` (its weight is per channel only), and left to
+    autograd the same maths costs 14 nodes, whose bookkeeping dominates on tensors this small.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, message: Tensor, bias: Tensor, scale: Tensor, shift: Tensor,
+                dropout: float) -> Tensor:
+        active = torch.add(message, bias).relu_()
+        keep = None
+        if dropout > 0:
+            keep = torch.empty_like(active).bernoulli_(1.0 - dropout).div_(1.0 - dropout)
+        summed = h + (active if keep is None else active * keep)
+        normed, mean, rstd = torch.native_layer_norm(summed, summed.shape[-1:], None, None, 1e-5)
+        ctx.save_for_backward(active, keep, summed, normed, mean, rstd, scale)
+        ctx.param_shapes = bias.shape, scale.shape, shift.shape
+        return torch.addcmul(shift, normed, scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        active, keep, summed, normed, mean, rstd, scale = ctx.saved_tensors
+        bias_shape, scale_shape, shift_shape = ctx.param_shapes
+        grad_shift = _sum_to(grad, shift_shape)
+        grad_scale = _sum_to(grad * normed, scale_shape)
+        grad_summed = torch.ops.aten.native_layer_norm_backward(
+            grad * scale, summed, summed.shape[-1:], mean, rstd, None, None, [True, False, False])[0]
+        grad_active = grad_summed if keep is None else grad_summed * keep
+        grad_message = torch.ops.aten.threshold_backward(grad_active, active, 0)
+        return grad_summed, grad_message, _sum_to(grad_message, bias_shape), grad_scale, grad_shift, None
+
+
+def _sum_to(tensor: Tensor, shape: torch.Size) -> Tensor:
+    """Sum ``tensor`` over its leading dims down to ``shape`` (the gradient of a broadcast from the left)."""
+    return tensor if tensor.shape == shape else tensor.reshape(-1, *shape).sum(0)
 
 
 def _stack(tensors: list[Tensor]) -> Tensor:
@@ -163,50 +281,44 @@ class HeteroGNNLayer(nn.Module):
         bias, scale, shift = self.type_bias, self.norm_weight, self.norm_bias  # [M, H] each
         if node_type is not None:
             bias, scale, shift = bias[node_type], scale[node_type], shift[node_type]  # [N, H]
-        message = F.relu(message + bias)
-        if self.training and self.dropout > 0:
-            message = F.dropout(message, self.dropout)
-        return F.layer_norm(h + message, (self.hidden,)) * scale + shift
+        return _TypedUpdate.apply(h, message, bias, scale, shift, self.dropout if self.training else 0.0)
 
     # ------------------------------------------------------------------ dense backend
-    def dense_messages(self, h: Tensor, adjacency: Tensor, is_dst: Tensor) -> tuple[Tensor, Tensor]:
+    def dense_messages(self, h: Tensor, adjacency: Tensor, is_dst: Tensor, complete: bool = False
+                       ) -> tuple[Tensor, Tensor]:
         """All relations' messages at once on dense tensors.
 
         Args:
             h: ``[B, N, H]`` node states.
-            adjacency: ``BoolTensor[B, R, N, N]`` (dst, src), self-loops included, absent nodes cut off.
+            adjacency: ``BoolTensor[B or 1, R, N, N]`` (dst, src), self-loops included, absent nodes cut off.
             is_dst: ``BoolTensor[R, N]``, nodes whose type is a destination of each relation.
+            complete: every entry of ``adjacency`` is True (lets GAT skip the masking).
 
         Returns:
-            ``(messages [B, N, H], coefficients [B, R, N, N, K])``: the summed messages and the per-edge attention
-            (GAT/GATv2) or normalised aggregation weights (GCN/SAGE, ``K = 1``).
+            ``(messages [B, N, H], coefficients [B or 1, R, K, N, N])``: the summed messages and the per-edge
+            attention (GAT/GATv2) or normalised aggregation weights (GCN/SAGE, ``K = 1``), ``[.., i, j]`` for the
+            edge ``j -> i``.
         """
         batch, num_nodes, _ = h.shape
         convs = self._convs()
         if not convs:
-            return torch.zeros_like(h), h.new_zeros(batch, 0, num_nodes, num_nodes, 1)
+            return torch.zeros_like(h), h.new_zeros(batch, 0, 1, num_nodes, num_nodes)
         heads, channels, relations = self.heads, self.hidden // self.heads, len(convs)
         if self.kind == "gat":
-            # (x W) . a = x (W^T a): the attention vectors fold into the weights, so node features and both score
-            # sets come out of one matmul.
-            weight = _stack([c.lin.weight for c in convs])  # [R, K*C, H]
-            per_head = weight.view(1, relations, heads, channels, -1)  # [1, R, K, C, H]
-            att = torch.cat([c.att_src for c in convs] + [c.att_dst for c in convs])  # [2R, K, C]
-            folded = (att.view(2, relations, heads, channels, 1) * per_head).sum(3)  # [2 (src, dst), R, K, H]
-            projected = F.linear(h, torch.cat([weight.flatten(0, 1), folded.flatten(0, 2)]))
-            sources, scores = projected.split([relations * heads * channels, 2 * relations * heads], dim=-1)
-            sources = sources.view(batch, num_nodes, relations, heads, channels).permute(0, 2, 3, 1, 4)  # [B,R,K,N,C]
-            scores = scores.view(batch, num_nodes, 2, relations, heads).permute(2, 0, 3, 1, 4)  # [2, B, R, N, K]
-            scores = F.leaky_relu(scores[1].unsqueeze(3) + scores[0].unsqueeze(2), convs[0].negative_slope)
-            coeff = _masked_softmax(scores, adjacency.unsqueeze(-1), dim=3)  # [B, R, N, N, K]
-        elif self.kind == "gatv2":
+            weight = _stack([c.lin.weight for c in convs]).view(relations, heads, channels, -1)  # [R, K, C, H]
+            att_src = _stack([c.att_src for c in convs]).view(relations, heads, channels)  # [R, K, C]
+            att_dst = _stack([c.att_dst for c in convs]).view(relations, heads, channels)
+            return _GATMessages.apply(h, weight, att_src, att_dst, None if complete else ~adjacency,
+                                      convs[0].negative_slope)
+        if self.kind == "gatv2":
             weight = torch.cat([c.lin_l.weight for c in convs] + [c.lin_r.weight for c in convs])  # [2 * R*K*C, H]
             sources, targets = (F.linear(h, weight).view(batch, num_nodes, 2, relations, heads, channels)
                                 .permute(2, 0, 3, 1, 4, 5))  # 2 x [B, R, N, K, C]
             att = _stack([c.att for c in convs]).view(1, -1, 1, 1, heads, channels)
             pair = F.leaky_relu(targets.unsqueeze(3) + sources.unsqueeze(2), convs[0].negative_slope)  # [B,R,N,N,K,C]
+            # the softmax runs over dim 3 with the heads innermost: a last-dim softmax over N ~ 6 entries is slower
             coeff = _masked_softmax((pair * att).sum(-1), adjacency.unsqueeze(-1), dim=3)  # [B, R, N, N, K]
-            sources = sources.transpose(2, 3)  # [B, R, K, N, C]
+            coeff, sources = coeff.permute(0, 1, 4, 2, 3), sources.transpose(2, 3)  # [B,R,K,N,N], [B,R,K,N,C]
         else:
             # SAGE: mean over in-neighbours (PyG applies lin after the mean; by linearity the order is immaterial).
             # GCN: w_ij = 1 / sqrt(deg_i deg_j), deg counting the self-loop (a virtual one off the relation's types).
@@ -218,11 +330,10 @@ class HeteroGNNLayer(nn.Module):
             else:
                 inv_sqrt = (adj.sum(-1) + (~is_dst).to(h.dtype)).clamp(min=1.0).rsqrt()  # [B, R, N]
                 coeff = adj * inv_sqrt.unsqueeze(-1) * inv_sqrt.unsqueeze(-2)
-            coeff = coeff.unsqueeze(-1)
-        # The softmax runs over dim 3 with the heads innermost: a last-dim softmax over N ~ 6 entries is 2x slower.
-        # sources: [B, R, K, N, C]; coeff goes to the bmm as [B, R, K, N, N] (one copy when K > 1).
-        messages = _aggregate(coeff.permute(0, 1, 4, 2, 3), sources)  # [B, N, K, C]
-        return messages.reshape(batch, num_nodes, self.hidden), coeff
+            coeff = coeff.unsqueeze(2)  # [B or 1, R, 1, N, N]
+        if coeff.shape[0] != batch:  # coefficients shared by the batch (nothing masked)
+            coeff = coeff.expand(batch, *coeff.shape[1:])
+        return _Aggregate.apply(coeff, sources), coeff
 
     # ------------------------------------------------------------------ pyg backend
     def pyg_messages(self, x: Tensor, edge_index: Mapping[str, Tensor], is_dst_flat: Tensor) -> Tensor:
@@ -465,13 +576,14 @@ class MultiModalGNN(nn.Module):
             keep = node_mask.unsqueeze(-1).to(h.dtype)
         # one node per modality, in modality order: node n is of type n and per-type parameters need no gather
         node_type = None if layout.num_nodes == len(self.modalities) else layout.node_type
+        complete = node_mask is None and layout.complete
         edges = []
         for layer in self.layers:
-            message, coeff = layer.dense_messages(h, adjacency, layout.is_dst)
+            message, coeff = layer.dense_messages(h, adjacency, layout.is_dst, complete)
             h = layer.update(h, message, node_type)
             if node_mask is not None:
                 h = h * keep
-            edges.append(coeff.expand(h.shape[0], *coeff.shape[1:]))
+            edges.append(coeff.permute(0, 1, 3, 4, 2))  # [B, R, N, N, K], a view
         fused, weights = self.readout.dense(h, node_mask)
         return fused, edges, weights
 

@@ -54,6 +54,7 @@ class GraphLayout:
             (self-loops included).
         is_dst: ``BoolTensor[R, N]``, nodes whose type is a destination of relation ``r``.
         edges: per relation type, ``LongTensor[2, E_r]`` of (src, dst) node pairs, self-loops included.
+        complete: every entry of ``adjacency`` is True (every node sends to every node under every relation).
     """
 
     node_names: tuple[str, ...]
@@ -64,6 +65,8 @@ class GraphLayout:
     adjacency: Tensor
     is_dst: Tensor
     edges: tuple[Tensor, ...] = field(repr=False)
+    complete: bool = False
+
 
     @property
     def num_nodes(self) -> int:
@@ -367,7 +370,8 @@ def _build_layout(modalities: tuple[str, ...], relations: tuple[Relation, ...], 
     eye = torch.eye(num_nodes, dtype=torch.bool)
     adjacency |= eye.unsqueeze(0) & is_dst.unsqueeze(-1)  # self-loops on every destination node
     edges = tuple(torch.stack([a.nonzero()[:, 1], a.nonzero()[:, 0]]) for a in adjacency)  # (src, dst)
-    return GraphLayout(names, node_type, node_step, steps, tuple(rel_types), adjacency, is_dst, edges)
+    return GraphLayout(names, node_type, node_step, steps, tuple(rel_types), adjacency, is_dst, edges,
+                       complete=bool(adjacency.all()))
 
 
 def _layout_to(layout: GraphLayout, device: str) -> GraphLayout:
@@ -375,4 +379,4 @@ def _layout_to(layout: GraphLayout, device: str) -> GraphLayout:
         return layout
     return GraphLayout(layout.node_names, layout.node_type.to(device), layout.node_step.to(device), layout.steps,
                        layout.relation_types, layout.adjacency.to(device), layout.is_dst.to(device),
-                       tuple(e.to(device) for e in layout.edges))
+                       tuple(e.to(device) for e in layout.edges), layout.complete)

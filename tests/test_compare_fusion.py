@@ -1,4 +1,4 @@
-"""benchmarks/compare_fusion.py end to end on a tiny configuration, and its flag validation."""
+"""benchmarks/compare_fusion.py and benchmarks/throughput.py end to end on tiny configurations, and flag validation."""
 
 import json
 import subprocess
@@ -50,3 +50,19 @@ def test_bad_flags_exit_non_zero_with_a_clear_message(flags, words, tmp_path):
     result = run(*flags, "--out", str(tmp_path))
     assert result.returncode != 0
     assert words in result.stderr
+
+
+def test_throughput_benchmark_runs_and_reports_ratios_over_rounds(tmp_path):
+    out = tmp_path / "throughput.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--batch-size", "8",
+                             "--modalities", "3", "--dim", "16", "--threads", "1", "--seconds", "0.05",
+                             "--rounds", "2", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"dense", "pyg", "plain_pyg", "concat_mlp"}
+    for row in report["results"].values():
+        assert row["samples_per_s"] > 0 and len(row["ms_per_step_rounds"]) == 2
+    for name, (low, high) in report["ratio_ranges_over_rounds"].items():
+        assert low <= report["ratios"][name] <= high
+    assert "dense vs pyg backend:" in result.stdout
