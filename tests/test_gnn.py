@@ -148,11 +148,11 @@ def test_gat_messages_backward_matches_numerical_gradient(masked):
     gen = torch.Generator().manual_seed(0)
     batch, nodes, relations, heads, channels, hidden = 3, 4, 2, 2, 3, 5
     tensors = [torch.randn(shape, generator=gen, dtype=torch.double, requires_grad=True) for shape in
-               [(batch, nodes, hidden), (relations, heads, channels, hidden), (relations, heads, channels),
+               [(nodes, batch, hidden), (relations, heads, channels, hidden), (relations, heads, channels),
                 (relations, heads, channels)]]
-    invalid = torch.rand(batch, relations, nodes, nodes, generator=gen) < 0.4
-    invalid[0, 0, 1] = True  # a destination without any edge
-    invalid = {"none": None, "shared": invalid[:1], "per_sample": invalid}[masked]
+    invalid = torch.rand(nodes, batch, relations, 1, nodes, generator=gen) < 0.4  # [src j, B, R, 1, dst i]
+    invalid[:, 0, 0, :, 1] = True  # a destination without any edge
+    invalid = {"none": None, "shared": invalid[:, :1], "per_sample": invalid}[masked]
     assert torch.autograd.gradcheck(lambda *t: _GATMessages.apply(*t, invalid, 0.2)[0], tensors)
 
 
@@ -162,8 +162,8 @@ def test_typed_update_backward_matches_numerical_gradient(param_rows):
 
     gen = torch.Generator().manual_seed(0)
     batch, nodes, hidden = 3, 4, 5
-    shape = (batch, nodes, hidden) if param_rows == "per_type" else (batch * nodes, hidden)
-    param = (nodes, hidden) if param_rows == "per_type" else (batch * nodes, hidden)
+    shape = (nodes, batch, hidden) if param_rows == "per_type" else (batch * nodes, hidden)  # dense | pyg layout
+    param = (nodes, 1, hidden) if param_rows == "per_type" else (batch * nodes, hidden)
     tensors = [torch.randn(s, generator=gen, dtype=torch.double, requires_grad=True)
                for s in (shape, shape, param, param, param)]
     assert torch.autograd.gradcheck(lambda *t: _TypedUpdate.apply(*t, 0.0), tensors)
