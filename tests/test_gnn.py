@@ -148,7 +148,7 @@ def test_gat_messages_backward_matches_numerical_gradient(masked):
     gen = torch.Generator().manual_seed(0)
     batch, nodes, relations, heads, channels, hidden = 3, 4, 2, 2, 3, 5
     tensors = [torch.randn(shape, generator=gen, dtype=torch.double, requires_grad=True) for shape in
-               [(nodes, batch, hidden), (relations, heads, channels, hidden), (relations, heads, channels),
+               [(nodes, batch, hidden), (relations * heads * channels, hidden), (relations, heads, channels),
                 (relations, heads, channels)]]
     invalid = torch.rand(nodes, batch, relations, 1, nodes, generator=gen) < 0.4  # [src j, B, R, 1, dst i]
     invalid[:, 0, 0, :, 1] = True  # a destination without any edge
@@ -156,17 +156,47 @@ def test_gat_messages_backward_matches_numerical_gradient(masked):
     assert torch.autograd.gradcheck(lambda *t: _GATMessages.apply(*t, invalid, 0.2)[0], tensors)
 
 
-@pytest.mark.parametrize("param_rows", ["per_type", "per_node"])
-def test_typed_update_backward_matches_numerical_gradient(param_rows):
+@pytest.mark.parametrize("layout", ["node_major", "node_major_gathered", "flat"])
+def test_typed_update_backward_matches_numerical_gradient(layout):
     from mmgraph.gnn import _TypedUpdate
 
     gen = torch.Generator().manual_seed(0)
-    batch, nodes, hidden = 3, 4, 5
-    shape = (nodes, batch, hidden) if param_rows == "per_type" else (batch * nodes, hidden)  # dense | pyg layout
-    param = (nodes, 1, hidden) if param_rows == "per_type" else (batch * nodes, hidden)
+    batch, types, hidden = 3, 4, 5
+    node_type = {"node_major": None,  # node n is of type n
+                 "node_major_gathered": torch.tensor([0, 2, 2, 1, 3, 0]),  # e.g. sequence steps
+                 "flat": torch.tensor([0, 3, 1, 2]).repeat(batch)}[layout]  # pyg: [B * N] rows
+    nodes = types if node_type is None else len(node_type) if layout != "flat" else None
+    shape = (batch * types, hidden) if layout == "flat" else (nodes, batch, hidden)
     tensors = [torch.randn(s, generator=gen, dtype=torch.double, requires_grad=True)
-               for s in (shape, shape, param, param, param)]
-    assert torch.autograd.gradcheck(lambda *t: _TypedUpdate.apply(*t, 0.0), tensors)
+               for s in (shape, shape, (types, hidden), (types, hidden), (types, hidden))]
+    assert torch.autograd.gradcheck(lambda *t: _TypedUpdate.apply(*t, node_type, 0.0), tensors)
+
+
+@pytest.mark.parametrize("node_type", [None, [1, 1, 0, 2, 2, 2]])
+def test_typed_linear_backward_matches_numerical_gradient(node_type):
+    from mmgraph.gnn import _TypedLinear
+
+    gen = torch.Generator().manual_seed(0)
+    batch, types, dim, hidden = 3, 3, 4, 5
+    node_type = None if node_type is None else torch.tensor(node_type)
+    nodes = types if node_type is None else len(node_type)
+    shapes = [(batch, nodes, dim)] + [(hidden, dim)] * types + [(hidden,)] * types
+    tensors = [torch.randn(s, generator=gen, dtype=torch.double, requires_grad=True) for s in shapes]
+    assert torch.autograd.gradcheck(lambda x, *p: _TypedLinear.apply(x, node_type, *p), tensors)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_readout_backward_matches_numerical_gradient(masked):
+    from mmgraph.gnn import _AttentionReadout
+
+    gen = torch.Generator().manual_seed(0)
+    nodes, batch, hidden = 4, 3, 5
+    tensors = [torch.randn(s, generator=gen, dtype=torch.double, requires_grad=True)
+               for s in ((nodes, batch, hidden), (1, hidden), (1,))]
+    present = torch.rand(nodes, batch, generator=gen) < 0.6 if masked else None
+    if masked:
+        present[0] = True  # every sample keeps a node
+    assert torch.autograd.gradcheck(lambda *t: _AttentionReadout.apply(*t, present)[0], tensors)
 
 
 def test_dropout_acts_in_training_only():
