@@ -18,8 +18,10 @@ Two backends run the same parameters (identical ``state_dict`` keys, so either c
 * ``backend="pyg"`` flattens the batch to ``B * N`` nodes, builds every relation's ``edge_index`` with tensor ops
   (no per-sample loop) and runs the real ``torch_geometric.nn.HeteroConv`` of PyG convolutions, then a
   ``torch_geometric.nn.aggr`` readout;
-* ``backend="dense"`` (default) computes the same maths on ``[B, N, H]`` tensors with batched ``einsum`` over all
-  relation types at once; it is much faster because every sample's graph is tiny. Tests check both agree to 1e-4.
+* ``backend="dense"`` (default) computes the same maths on node-major ``[N, B, H]`` tensors, all relation types at
+  once, each stage (input projection, a GAT layer's messages, the update, the attention readout) one autograd
+  ``Function`` with a written-out backward; it is much faster because every sample's graph is tiny. Tests check both
+  agree to 1e-4, and their gradients too.
 
 Missing modalities (``mask``) and padded steps (``step_mask``) are nodes without edges: they send and receive no
 messages and are left out of the readout, so their features cannot change the output.
