@@ -141,8 +141,9 @@ class _GATMessages(torch.autograd.Function):
 
     Inputs: node-major ``h: [N, B, H]``, per relation ``r`` and head ``k`` the weights ``W: [R*K*C, H]`` and
     attention vectors ``a_src, a_dst: [R, K, C]`` (PyG ``GATConv.lin.weight``, ``att_src``, ``att_dst`` of the R
-    relations, concatenated along dim 0: the parameters themselves when ``R = 1``), and ``invalid: BoolTensor[N (src j), B or 1, R, 1, N (dst i)]``
-    marking non-edges (None: every pair is an edge, e.g. a complete graph with self-loops and nothing masked).
+    relations, concatenated along dim 0: the parameters themselves when ``R = 1``), and
+    ``invalid: BoolTensor[N (src j), B or 1, R, 1, N (dst i)]`` marking non-edges (None: every pair is an edge,
+    e.g. a complete graph with self-loops and nothing masked).
 
     With ``x_j = h_j W_r``, ``e[j, b, r, k, i] = LeakyReLU(a_dst · x_i + a_src · x_j)`` and ``α = softmax_j(e)`` over
     the edges ``j -> i`` of relation ``r``, the output is ``(Σ_r Σ_j α[j, b, r, :, i] x_j -> [N, B, K*C],
@@ -301,7 +302,8 @@ class _TypedLinear(torch.autograd.Function):
         grad_weight = torch.bmm(grad.transpose(1, 2), x.transpose(0, 1))  # [N, H, D]
         grad_bias = grad.sum(1)  # [N, H]
         if node_type is not None:
-            grad_weight = grad_weight.new_zeros(ctx.types, *grad_weight.shape[1:]).index_add_(0, node_type, grad_weight)
+            grad_weight = grad_weight.new_zeros(ctx.types, *grad_weight.shape[1:]).index_add_(
+                0, node_type, grad_weight)
             grad_bias = grad_bias.new_zeros(ctx.types, grad_bias.shape[1]).index_add_(0, node_type, grad_bias)
         return grad_x, None, *grad_weight.unbind(0), *grad_bias.unbind(0)
 

@@ -210,6 +210,18 @@ def test_dropout_acts_in_training_only():
     torch.testing.assert_close(gnn(inputs), gnn(inputs), atol=0, rtol=0)
 
 
+def test_backends_draw_the_same_dropout_mask_from_the_same_seed():
+    dense = perturbed(MultiModalGNN(DIMS, hidden=16, heads=2, dropout=0.5))
+    pyg = MultiModalGNN(DIMS, hidden=16, heads=2, dropout=0.5, backend="pyg")
+    pyg.load_state_dict(dense.state_dict())
+    inputs, mask = make_inputs(), random_mask()
+    outputs = []
+    for model in (dense, pyg):
+        torch.manual_seed(3)
+        outputs.append(model.train()(inputs, mask))
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-4, rtol=1e-4)
+
+
 def test_same_seed_gives_same_model_and_output():
     outputs = []
     for _ in range(2):
