@@ -217,13 +217,17 @@ def _rows(params: Tensor, node_type: Tensor | None, node_major: bool) -> Tensor:
     return rows.unsqueeze(1) if node_major else rows
 
 
-def _sum_rows(grad: Tensor, node_type: Tensor | None, num_types: int) -> Tensor:
-    """Gradient of :func:`_rows`: ``grad`` (node-major ``[N, B, ...]`` or flat ``[rows, ...]``) -> ``[M, ...]``."""
-    if grad.dim() == 3:
-        grad = grad.sum(1)  # over the batch: [N, H]
+def _to_types(grad: Tensor, node_type: Tensor | None, num_types: int) -> Tensor:
+    """Gradient of a per-type gather ``params[node_type]``: ``grad [rows, ...]`` summed into ``[M, ...]`` by type
+    (``grad`` itself when ``node_type`` is None, i.e. row ``n`` is of type ``n``)."""
     if node_type is None:
         return grad
     return grad.new_zeros(num_types, *grad.shape[1:]).index_add_(0, node_type, grad)
+
+
+def _sum_rows(grad: Tensor, node_type: Tensor | None, num_types: int) -> Tensor:
+    """Gradient of :func:`_rows`: ``grad`` (node-major ``[N, B, ...]`` or flat ``[rows, ...]``) -> ``[M, ...]``."""
+    return _to_types(grad.sum(1) if grad.dim() == 3 else grad, node_type, num_types)
 
 
 class _TypedUpdate(torch.autograd.Function):
@@ -231,9 +235,9 @@ class _TypedUpdate(torch.autograd.Function):
 
     ``h, message``: node-major ``[N, B, H]`` (dense backend) or flattened ``[B*N, H]`` (pyg backend);
     ``bias, scale, shift: [M, H]`` per node type, and ``node_type: LongTensor[N or B*N]`` (None: node ``n`` is of
-    type ``n``). Forward is five kernels, backward seven, in one autograd node: the per-type affine cannot go into
-    ``F.layer_norm`` (its weight is per channel only), and left to autograd the same maths costs 14 nodes plus the
-    parameter gathers, whose bookkeeping dominates on tensors this small.
+    type ``n``). Forward and backward are about ten kernels each, in one autograd node: the per-type affine cannot
+    go into ``F.layer_norm`` (its weight is per channel only), and left to autograd the same maths costs 14 nodes
+    plus the parameter gathers, whose bookkeeping dominates on tensors this small.
 
     The dropout mask is drawn in sample-major order (``[B, N, H]``) in both layouts, so that both backends draw the
     same mask from the same seed.
@@ -300,11 +304,8 @@ class _TypedLinear(torch.autograd.Function):
         x, weight, node_type = ctx.saved_tensors
         grad_x = torch.bmm(grad, weight).transpose(0, 1) if ctx.needs_input_grad[0] else None  # [B, N, D]
         grad_weight = torch.bmm(grad.transpose(1, 2), x.transpose(0, 1))  # [N, H, D]
-        grad_bias = grad.sum(1)  # [N, H]
-        if node_type is not None:
-            grad_weight = grad_weight.new_zeros(ctx.types, *grad_weight.shape[1:]).index_add_(
-                0, node_type, grad_weight)
-            grad_bias = grad_bias.new_zeros(ctx.types, grad_bias.shape[1]).index_add_(0, node_type, grad_bias)
+        grad_weight = _to_types(grad_weight, node_type, ctx.types)  # [M, H, D]
+        grad_bias = _to_types(grad.sum(1), node_type, ctx.types)  # [M, H]
         return grad_x, None, *grad_weight.unbind(0), *grad_bias.unbind(0)
 
 

@@ -67,7 +67,6 @@ class GraphLayout:
     edges: tuple[Tensor, ...] = field(repr=False)
     complete: bool = False
 
-
     @property
     def num_nodes(self) -> int:
         return len(self.node_names)
