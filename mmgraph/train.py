@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from mmgraph.io import load_file, save_file
 from mmgraph.utils import resolve_device, seed_everything
 
 __all__ = ["FitResult", "evaluate", "fit", "main", "predict"]
@@ -105,8 +106,8 @@ def fit(
         amp: mixed precision (``torch.autocast`` float16 + ``GradScaler``); ``"auto"`` = on for CUDA. CUDA only.
         seed: seeds torch and the shuffling generator (``DistributedSampler(seed=seed)`` under DDP); the same seed
             gives the same parameters on CPU.
-        checkpoint: path written atomically after every epoch (by rank 0); loadable with
-            ``torch.load(path, weights_only=True)``: ``model``, ``optimizer``, ``best_state``, ``history``, ...
+        checkpoint: path written atomically after every epoch (by rank 0), with a SHA-256 of its payload; read it
+            with :func:`load_checkpoint` (``model``, ``optimizer``, ``best_state``, ``history``, ...).
         resume: continue from ``checkpoint`` if it exists (otherwise start fresh); on CPU the result is
             bit-identical to an uninterrupted run.
         progress: tqdm bar over epochs; None = only when stderr is a terminal. Rank 0 only.
@@ -160,7 +161,7 @@ def fit(
     best_score, best_epoch, best_state, stopped, start_epoch = -math.inf, 0, None, False, 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = load_checkpoint(checkpoint, map_location=device)
         raw_model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -342,25 +343,19 @@ def _score(record: Mapping[str, float], monitor: str, tasks: dict[str, int]) -> 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same directory, ``fsync``, then
-    ``os.replace``; a crash at any point leaves either the previous file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    """Write ``state`` to ``path`` atomically with a SHA-256 of its payload (see :mod:`mmgraph.io`); a crash at
+    any point leaves either the previous file or the new one, never a torn one. Read it back with
+    :func:`load_checkpoint`."""
+    save_file(path, state, kind="checkpoint")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, verifying its checksum.
+
+    Raises:
+        mmgraph.io.CorruptFileError: the file is truncated, corrupt or not an mmgraph checkpoint (names the path).
+    """
+    return load_file(path, kind="checkpoint", map_location=map_location)
 
 
 def _get_rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Tensor]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from mmgraph.train import load_checkpoint
+
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 
 
@@ -33,5 +35,5 @@ def test_torchrun_two_processes_train_to_identical_parameters(tmp_path):
     metrics = [[{k: v for k, v in epoch.items() if k != "time_s"} for epoch in r["history"]] for r in ranks]
     assert metrics[0] == metrics[1]  # all-reduced metrics: every rank sees the same scores, stops at the same epoch
     assert ranks[0]["history"][-1]["train_loss"] < ranks[0]["history"][0]["train_loss"]
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # written by rank 0 only
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")  # written by rank 0 only
     assert saved["epoch"] == 3 and saved["config"]["world_size"] == 2
