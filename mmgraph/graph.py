@@ -54,6 +54,9 @@ class GraphLayout:
             (self-loops included).
         is_dst: ``BoolTensor[R, N]``, nodes whose type is a destination of relation ``r``.
         edges: per relation type, ``LongTensor[2, E_r]`` of (src, dst) node pairs, self-loops included.
+        neighbours: ``LongTensor[R, N, K]``, the sources of each destination under each relation, padded to the
+            largest in-degree ``K`` (the ELL layout of ``adjacency``; padding entries point at node 0).
+        neighbour_valid: ``BoolTensor[R, N, K]``, False on padding.
         complete: every entry of ``adjacency`` is True (every node sends to every node under every relation).
     """
 
@@ -65,6 +68,8 @@ class GraphLayout:
     adjacency: Tensor
     is_dst: Tensor
     edges: tuple[Tensor, ...] = field(repr=False)
+    neighbours: Tensor = field(repr=False)
+    neighbour_valid: Tensor = field(repr=False)
     complete: bool = False
 
     @property
@@ -369,8 +374,14 @@ def _build_layout(modalities: tuple[str, ...], relations: tuple[Relation, ...], 
     eye = torch.eye(num_nodes, dtype=torch.bool)
     adjacency |= eye.unsqueeze(0) & is_dst.unsqueeze(-1)  # self-loops on every destination node
     edges = tuple(torch.stack([a.nonzero()[:, 1], a.nonzero()[:, 0]]) for a in adjacency)  # (src, dst)
+    in_degree = adjacency.sum(-1)  # [R, N]
+    width = max(int(in_degree.max()), 1) if in_degree.numel() else 1
+    # sources first, in node order (a stable sort of the adjacency rows), then padding
+    order = adjacency.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :width]  # [R, N, K]
+    neighbour_valid = adjacency.gather(-1, order)
+    neighbours = order.masked_fill(~neighbour_valid, 0)
     return GraphLayout(names, node_type, node_step, steps, tuple(rel_types), adjacency, is_dst, edges,
-                       complete=bool(adjacency.all()))
+                       neighbours, neighbour_valid, complete=bool(adjacency.all()))
 
 
 def _layout_to(layout: GraphLayout, device: str) -> GraphLayout:
@@ -378,4 +389,5 @@ def _layout_to(layout: GraphLayout, device: str) -> GraphLayout:
         return layout
     return GraphLayout(layout.node_names, layout.node_type.to(device), layout.node_step.to(device), layout.steps,
                        layout.relation_types, layout.adjacency.to(device), layout.is_dst.to(device),
-                       tuple(e.to(device) for e in layout.edges), layout.complete)
+                       tuple(e.to(device) for e in layout.edges), layout.neighbours.to(device),
+                       layout.neighbour_valid.to(device), layout.complete)

@@ -11,6 +11,7 @@ from mmgraph import MultiModalGNN, explanation_to_networkx
 
 CONVS = ["gcn", "gat", "gatv2", "sage"]
 READOUTS = ["mean", "max", "sum", "attention"]
+BACKENDS = ["dense", "sparse", "pyg", "auto"]
 DIMS = {"text": 6, "image": 5, "audio": 3}
 SEQ = {"a": 4, "b": 3}
 
@@ -42,7 +43,7 @@ def perturbed(model):
     return model
 
 
-@pytest.mark.parametrize("conv, readout, backend", list(itertools.product(CONVS, READOUTS, ["dense", "pyg"])))
+@pytest.mark.parametrize("conv, readout, backend", list(itertools.product(CONVS, READOUTS, BACKENDS)))
 def test_output_shape_for_every_conv_readout_backend(conv, readout, backend):
     gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, backend=backend)
     out = gnn(make_inputs(), random_mask())
@@ -51,29 +52,27 @@ def test_output_shape_for_every_conv_readout_backend(conv, readout, backend):
 
 
 @pytest.mark.parametrize("conv, readout", list(itertools.product(CONVS, READOUTS)))
-def test_pyg_backend_loads_dense_state_dict_and_matches_it(conv, readout):
+@pytest.mark.parametrize("backend", ["sparse", "pyg"])
+def test_backend_loads_dense_state_dict_and_matches_it(conv, readout, backend):
     torch.manual_seed(0)
     dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, backend="dense")).eval()
     torch.manual_seed(99)  # different init: only load_state_dict can make them agree
-    pyg = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, backend="pyg").eval()
-    assert list(dense.state_dict()) == list(pyg.state_dict())
-    pyg.load_state_dict(dense.state_dict())
+    other = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, readout=readout, backend=backend).eval()
+    assert list(dense.state_dict()) == list(other.state_dict())
+    other.load_state_dict(dense.state_dict())
     inputs = make_inputs()
     for mask in (None, random_mask()):
-        torch.testing.assert_close(pyg(inputs, mask), dense(inputs, mask), atol=1e-4, rtol=0)
+        torch.testing.assert_close(other(inputs, mask), dense(inputs, mask), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("relations", ["star:audio", "chain", [("text", "r1", "image"), ("audio", "r1", "image"),
                                                               ("image", "r2", "text")]])
 def test_backends_agree_on_other_relation_sets(relations):
-    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, relations=relations)).eval()
-    pyg = MultiModalGNN(DIMS, hidden=8, heads=2, relations=relations, backend="pyg").eval()
-    pyg.load_state_dict(dense.state_dict())
-    inputs, mask = make_inputs(), random_mask()
-    torch.testing.assert_close(pyg(inputs, mask), dense(inputs, mask), atol=1e-4, rtol=0)
+    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, relations=relations, backend="dense"))
+    assert_backends_agree(dense, make_inputs(), random_mask())
 
 
-@pytest.mark.parametrize("conv, backend", list(itertools.product(CONVS, ["dense", "pyg"])))
+@pytest.mark.parametrize("conv, backend", list(itertools.product(CONVS, ["dense", "sparse", "pyg"])))
 def test_changing_a_masked_modality_changes_nothing(conv, backend):
     gnn = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, backend=backend)).eval()
     inputs, mask = make_inputs(), random_mask()
@@ -91,8 +90,9 @@ def test_masked_modality_may_hold_nan():
 
 
 @pytest.mark.parametrize("conv", CONVS)
-def test_masked_modality_sends_and_receives_no_messages(conv):
-    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv)
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_masked_modality_sends_and_receives_no_messages(conv, backend):
+    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, backend=backend)
     mask = torch.tensor([[True, False, True]])
     explanation = gnn.explain(make_inputs(batch=1), mask)
     for coeff in explanation["edges"]:  # [B, R, N, N, K]
@@ -126,18 +126,19 @@ def test_gradients_reach_every_parameter(conv, readout):
         assert p.grad.abs().sum() > 0, name
 
 
-def outputs_and_gradients(model, inputs, mask=None, step_mask=None):
-    """The output of ``model`` and the gradients of a loss on it w.r.t. every parameter and input."""
+def outputs_and_gradients(model, inputs, mask=None, step_mask=None, call=None):
+    """The output of ``model`` (run through ``call``, e.g. its compiled version, if given) and the gradients of a
+    loss on it w.r.t. every parameter and input."""
     inputs = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
     model.zero_grad()
-    out = model(inputs, mask, step_mask)
+    out = (model if call is None else call)(inputs, mask, step_mask)
     out.pow(2).sum().backward()
     return out.detach(), {name: p.grad for name, p in model.named_parameters()} | {
         f"inputs[{name}]": x.grad for name, x in inputs.items()}
 
 
-def assert_backends_agree(reference, inputs, mask=None, step_mask=None, backends=("pyg",)):
-    """Every backend in ``backends``, loaded with ``reference``'s weights, gives its output and gradients to 1e-4."""
+def assert_backends_agree(reference, inputs, mask=None, step_mask=None, backends=("sparse", "pyg")):
+    """Every backend in ``backends``, with ``reference``'s weights, gives its output and gradients to 1e-4."""
     expected, expected_grads = outputs_and_gradients(reference, inputs, mask, step_mask)
     for backend in backends:
         other = copy.deepcopy(reference)
@@ -152,25 +153,84 @@ def assert_backends_agree(reference, inputs, mask=None, step_mask=None, backends
 @pytest.mark.parametrize("conv", CONVS)
 @pytest.mark.parametrize("relations", ["complete", "star:audio"])
 def test_backends_agree_on_outputs_and_gradients(conv, relations):
-    # the pyg backend runs PyG's own convs under autograd: the reference for the dense path
-    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, relations=relations))
+    # the pyg backend runs PyG's own convs under PyG's autograd: the reference for the dense and sparse paths
+    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, relations=relations, backend="dense"))
     for mask in (None, random_mask()):
         assert_backends_agree(dense, make_inputs(), mask)
 
 
 @pytest.mark.parametrize("readout", READOUTS)
 def test_backends_agree_on_gradients_for_every_readout(readout):
-    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, readout=readout))
+    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, readout=readout, backend="dense"))
     assert_backends_agree(dense, make_inputs(), random_mask())
 
 
 @pytest.mark.parametrize("conv", CONVS)
 def test_backends_agree_on_gradients_with_step_masks(conv):
-    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2))
+    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2, backend="dense"))
     lengths = torch.tensor([6, 1, 3, 5, 2])
     step_mask = {"a": torch.arange(6).expand(5, 6) < lengths[:, None]}
     mask = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
     assert_backends_agree(dense, seq_inputs(), mask, step_mask)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_backends_agree_on_unaligned_sequences_mixed_with_vectors(conv):
+    # 7, 3 and 2 steps: cross-modal edges by relative time position; plus a static vector modality
+    dims = {"text": 4, "audio": 3, "video": 5, "image": 2}
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"text": torch.randn(4, 7, 4, generator=gen), "audio": torch.randn(4, 3, 3, generator=gen),
+              "video": torch.randn(4, 2, 5, generator=gen), "image": torch.randn(4, 2, generator=gen)}
+    dense = perturbed(MultiModalGNN(dims, hidden=8, heads=2, conv=conv, temporal_window=2, backend="dense"))
+    step_mask = {"text": torch.arange(7).expand(4, 7) < torch.tensor([[7], [2], [5], [1]])}
+    mask = torch.tensor([[True, True, True, True], [True, False, True, False], [False, True, True, True],
+                         [True, True, False, False]])
+    for masks in ((None, None), (mask, step_mask)):
+        assert_backends_agree(dense, inputs, *masks)
+
+
+@pytest.mark.parametrize("conv", ["gat", "gcn"])
+def test_explanations_agree_between_dense_and_sparse(conv):
+    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=1, backend="dense"))
+    sparse = copy.deepcopy(dense)
+    sparse.backend = "sparse"
+    mask = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
+    step_mask = {"a": torch.arange(6).expand(5, 6) < torch.tensor([[6], [1], [3], [5], [2]])}
+    expected, explained = (model.explain(seq_inputs(), mask, step_mask) for model in (dense, sparse))
+    for layer, (want, got) in enumerate(zip(expected["edges"], explained["edges"])):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"layer {layer}")
+    torch.testing.assert_close(explained["readout"], expected["readout"], atol=1e-5, rtol=0)
+
+
+def test_auto_backend_takes_dense_on_small_graphs_and_sparse_on_long_sequences():
+    gnn = MultiModalGNN(SEQ, hidden=8, temporal_window=2)
+    assert gnn.backend == "auto"
+    assert gnn.message_path(gnn.graph.layout([1, 1])) == "dense"
+    assert gnn.message_path(gnn.graph.layout([64, 64], temporal_window=2)) == "sparse"
+    gnn.backend = "pyg"
+    assert gnn.message_path(gnn.graph.layout([64, 64], temporal_window=2)) == "pyg"
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_int8_dynamic_quantisation_runs_every_linear_as_a_module(backend):
+    gnn = perturbed(MultiModalGNN(SEQ, hidden=16, heads=2, temporal_window=1, backend=backend)).eval()
+    quantised = torch.ao.quantization.quantize_dynamic(gnn, {nn.Linear}, dtype=torch.qint8)
+    assert isinstance(quantised.input_proj["a"], torch.ao.nn.quantized.dynamic.Linear)
+    out, expected = quantised(seq_inputs()), gnn(seq_inputs())
+    assert not torch.equal(out, expected)  # the int8 modules ran
+    torch.testing.assert_close(out, expected, atol=0.1, rtol=0)
+
+
+def test_compiled_training_step_matches_eager():
+    # one compile (~40 s on 2 cores) on the sparse path; the dense path shares every other op
+    eager = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, temporal_window=1, backend="sparse"))
+    compiled = copy.deepcopy(eager)
+    inputs, step_mask = seq_inputs(), {"a": torch.arange(6).expand(5, 6) < 4}
+    expected, expected_grads = outputs_and_gradients(eager, inputs, step_mask=step_mask)
+    out, grads = outputs_and_gradients(compiled, inputs, step_mask=step_mask, call=torch.compile(compiled))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_dropout_acts_in_training_only():
@@ -304,19 +364,21 @@ def test_learns_cross_modal_interaction_task(conv):
 # ---------------------------------------------------------------------- temporal graphs
 @pytest.mark.parametrize("conv", CONVS)
 def test_temporal_backends_agree_with_padding_and_masks(conv):
-    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2)).eval()
-    pyg = MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2, backend="pyg").eval()
-    pyg.load_state_dict(dense.state_dict())
+    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2, backend="dense")).eval()
     lengths = torch.tensor([6, 1, 3, 5, 2])
     step_mask = {"a": torch.arange(6).expand(5, 6) < lengths[:, None]}
     mask = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
-    out = dense(seq_inputs(), mask, step_mask)
-    assert out.shape == (5, 8)
-    torch.testing.assert_close(pyg(seq_inputs(), mask, step_mask), out, atol=1e-4, rtol=0)
+    assert dense(seq_inputs(), mask, step_mask).shape == (5, 8)
+    for other in ("sparse", "pyg"):
+        model = copy.deepcopy(dense)
+        model.backend = other
+        torch.testing.assert_close(model(seq_inputs(), mask, step_mask), dense(seq_inputs(), mask, step_mask),
+                                   atol=1e-4, rtol=0, msg=other)
 
 
-def test_padded_steps_change_nothing():
-    gnn = perturbed(MultiModalGNN(SEQ, hidden=8, temporal_window=1)).eval()
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_padded_steps_change_nothing(backend):
+    gnn = perturbed(MultiModalGNN(SEQ, hidden=8, temporal_window=1, backend=backend)).eval()
     inputs = seq_inputs()
     step_mask = {"a": torch.arange(6).expand(5, 6) < 4}
     padded = {k: v.clone() for k, v in inputs.items()}
@@ -343,7 +405,7 @@ def test_fuse_accepts_sequence_nodes_with_step_mask():
 
 # ---------------------------------------------------------------------- CUDA
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["dense", "pyg"])
+@pytest.mark.parametrize("backend", ["dense", "sparse", "pyg"])
 def test_runs_on_cuda_and_matches_cpu(backend):
     gnn = perturbed(MultiModalGNN(DIMS, hidden=8, backend=backend)).eval()
     inputs, mask = make_inputs(), random_mask()

@@ -1,0 +1,156 @@
+"""One heterogeneous message-passing layer: its parameters, the node update, and the maths its paths share.
+
+A layer updates node ``i`` of type ``τ(i)`` as
+
+.. math::
+
+    m_i = \\sum_{r \\in \\mathcal{R}} \\mathrm{conv}_r(H, E_r)_i + b_{τ(i)}, \\qquad
+    h_i' = \\mathrm{LN}_{τ(i)}\\big(h_i + \\mathrm{dropout}(\\mathrm{ReLU}(m_i))\\big).
+
+The parameters are PyG's own convolutions inside a ``HeteroConv`` (so the ``pyg`` path runs them as they are and
+every path has the same ``state_dict``); the messages ``Σ_r conv_r`` are computed by one of three paths
+(:mod:`~mmgraph.gnn.dense`, :mod:`~mmgraph.gnn.sparse`, :mod:`~mmgraph.gnn.pyg`), the update here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, HeteroConv, SAGEConv
+
+NODE = "node"  # the single PyG node type of the flattened batch; modality types live in `node_type`
+
+
+def masked_softmax(scores: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
+    """Softmax of ``scores`` over ``dim`` restricted to ``valid``; slices with nothing valid give all zeros.
+
+    Invalid entries get ``-inf`` before the softmax, except in all-invalid slices, which keep their scores so that
+    neither the value nor its gradient is NaN, and are then zeroed by the mask. ``valid`` may be smaller than
+    ``scores`` (broadcast, e.g. without the heads dim): the ``-inf`` offsets are built at its size and added once.
+    """
+    skip = ~valid & valid.any(dim=dim, keepdim=True)  # invalid entries of slices with something valid
+    offset = torch.zeros(skip.shape, dtype=scores.dtype, device=scores.device).masked_fill_(skip, float("-inf"))
+    return torch.softmax(scores + offset, dim=dim) * valid
+
+
+def cat(tensors: list[Tensor]) -> Tensor:
+    """``torch.cat`` along dim 0 that is the tensor itself for the common single relation type."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
+def _make_conv(conv: str, hidden: int, heads: int) -> nn.Module:
+    # Self-loops come from the graph layout (only on a relation's destination nodes) and biases are per node type,
+    # so every conv runs without its own self-loops and bias: then a node that is not a destination of relation r
+    # gets exactly zero from r, on every path.
+    if conv == "gcn":
+        return GCNConv(hidden, hidden, add_self_loops=False, normalize=False, bias=False)
+    if conv == "gat":
+        return GATConv(hidden, hidden // heads, heads=heads, add_self_loops=False, bias=False)
+    if conv == "gatv2":
+        return GATv2Conv(hidden, hidden // heads, heads=heads, add_self_loops=False, bias=False)
+    return SAGEConv(hidden, hidden, aggr="mean", root_weight=False, bias=False)
+
+
+class HeteroGNNLayer(nn.Module):
+    """One message-passing layer over all relation types, with per-type bias, residual, LayerNorm and dropout.
+
+    Args:
+        relation_types: the ``R`` relation type names (one conv each).
+        num_types: number of node types ``M``.
+        hidden: node width ``H``.
+        conv: ``"gcn" | "gat" | "gatv2" | "sage"``.
+        heads: attention heads (GAT/GATv2), ``H % heads == 0``.
+        dropout: dropout on the layer's update.
+    """
+
+    def __init__(self, relation_types: tuple[str, ...], num_types: int, hidden: int, conv: str, heads: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.relation_types, self.kind, self.hidden, self.dropout = relation_types, conv, hidden, dropout
+        self.heads = heads if conv in ("gat", "gatv2") else 1
+        self.conv = HeteroConv({(NODE, rel, NODE): _make_conv(conv, hidden, heads) for rel in relation_types},
+                               aggr="sum")
+        self.type_bias = nn.Parameter(torch.empty(num_types, hidden))
+        self.norm_weight = nn.Parameter(torch.empty(num_types, hidden))
+        self.norm_bias = nn.Parameter(torch.empty(num_types, hidden))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in self.convs():
+            conv.reset_parameters()
+        nn.init.zeros_(self.type_bias)
+        nn.init.ones_(self.norm_weight)
+        nn.init.zeros_(self.norm_bias)
+
+    def convs(self) -> list[nn.Module]:
+        """The ``R`` PyG convolutions, in relation-type order."""
+        return [self.conv.convs[(NODE, rel, NODE)] for rel in self.relation_types]
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, hidden={self.hidden}, heads={self.heads}, relations={list(self.relation_types)}"
+
+    @property
+    def negative_slope(self) -> float:
+        """LeakyReLU slope of the GAT/GATv2 attention."""
+        return self.convs()[0].negative_slope
+
+    def update(self, h: Tensor, message: Tensor, node_type: Tensor | None) -> Tensor:
+        """``LN_τ(h + dropout(ReLU(message + b_τ)))``.
+
+        Args:
+            h, message: node-major ``[N, B, H]`` (dense and sparse paths) or flattened ``[B * N, H]`` (pyg path).
+            node_type: the type of each row of the node dim (``[N]`` or ``[B * N]``), or None when node ``n`` is
+                of type ``n`` (static node-major layout): then the per-type parameters broadcast without a gather.
+        """
+        node_major = h.dim() == 3
+        bias, scale, shift = (self._rows(p, node_type, node_major) for p in (self.type_bias, self.norm_weight,
+                                                                             self.norm_bias))
+        active = torch.relu(message + bias)
+        if self.training and self.dropout > 0:
+            # the mask is drawn sample-major ([B, N, H]) in both layouts: every path draws it from the same seed
+            shape = (active.shape[1], active.shape[0], active.shape[2]) if node_major else active.shape
+            keep = active.new_empty(shape).bernoulli_(1.0 - self.dropout).div_(1.0 - self.dropout)
+            active = active * (keep.transpose(0, 1) if node_major else keep)
+        # the per-type affine cannot go into F.layer_norm (its weight is per channel only)
+        return torch.addcmul(shift, F.layer_norm(h + active, h.shape[-1:]), scale)
+
+    @staticmethod
+    def _rows(params: Tensor, node_type: Tensor | None, node_major: bool) -> Tensor:
+        """Per-node rows of per-type ``params [M, H]`` (``params`` itself when node ``n`` is of type ``n``), with a
+        broadcast batch dim after the node dim in the node-major layout."""
+        rows = params if node_type is None else params[node_type]
+        return rows.unsqueeze(1) if node_major else rows
+
+    # ------------------------------------------------------------------ projections shared by the dense and sparse paths
+    def gat_project(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """GAT features and attention scores of every relation and head from one matmul.
+
+        Since ``(h W) · a = h (Wᵀ a)``, the attention vectors fold into the weights. ``h: [..., H]`` ->
+        ``(sources [..., R, K, C], score_src [..., R, K], score_dst [..., R, K])``.
+        """
+        convs = self.convs()
+        relations, heads, channels = len(convs), self.heads, self.hidden // self.heads
+        weight = cat([c.lin.weight for c in convs]).view(relations, heads, channels, -1)  # [R, K, C, H]
+        att = torch.stack([cat([c.att_src for c in convs]), cat([c.att_dst for c in convs])])  # [2, R, K, C]
+        folded = (att.unsqueeze(-1) * weight).sum(3)  # [2 (src, dst), R, K, H]
+        projected = F.linear(h, torch.cat([weight.flatten(0, 2), folded.flatten(0, 2)]))  # [..., R*K*C + 2*R*K]
+        lead, width = h.shape[:-1], relations * heads * channels
+        sources = projected[..., :width].reshape(*lead, relations, heads, channels)
+        score_src, score_dst = projected[..., width:].reshape(*lead, 2, relations, heads).unbind(-3)
+        return sources, score_src, score_dst
+
+    def gatv2_project(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """GATv2 source and target features ``[..., R, K, C]`` and the attention vectors ``[R, K, C]``."""
+        convs = self.convs()
+        relations, heads, channels = len(convs), self.heads, self.hidden // self.heads
+        weight = torch.cat([c.lin_l.weight for c in convs] + [c.lin_r.weight for c in convs])  # [2 * R*K*C, H]
+        sources, targets = F.linear(h, weight).reshape(*h.shape[:-1], 2, relations, heads, channels).unbind(-4)
+        return sources, targets, torch.stack([c.att.view(heads, channels) for c in convs])
+
+    def linear_project(self, h: Tensor) -> Tensor:
+        """GCN/SAGE features of every relation, ``h: [..., H]`` -> ``[..., R, 1, H]`` (aggregation and the linear
+        map commute, so PyG's SAGE order, mean then ``lin``, gives the same result)."""
+        convs = self.convs()
+        weight = cat([c.lin_l.weight if self.kind == "sage" else c.lin.weight for c in convs])  # [R*H, H]
+        return F.linear(h, weight).reshape(*h.shape[:-1], len(convs), 1, self.hidden)
