@@ -204,11 +204,15 @@ class FusionModel(nn.Module):
         if self.training and self.modality_dropout > 0.0:
             mask = self._drop_modalities(mask, batch, device)
         if all(e.dim() == 2 for e in embeddings):
-            nodes = torch.stack(embeddings, dim=1)  # [B, M, D]
-            node_mask = mask
+            fused = self.fusion(torch.stack(embeddings, dim=1), mask)  # nodes [B, M, D] -> [B, H]
+        elif getattr(self.fusion, "supports_unaligned", False) and len({e.shape[1:-1] for e in embeddings}) > 1:
+            # sequences of different lengths, or vectors mixed with sequences: passed by modality name, unstacked
+            by_name = dict(zip(self.modalities, embeddings))
+            fused = self.fusion.fuse_unaligned(
+                by_name, mask, {name: steps for name, steps in step_mask.items() if by_name[name].dim() == 3})
         else:
             nodes, node_mask = self._stack_sequences(embeddings, mask, step_mask)  # [B, M, T, D], [B, M, T]
-        fused = self.fusion(nodes, node_mask)  # [B, H]
+            fused = self.fusion(nodes, node_mask)  # [B, H]
         return {task: head(fused) for task, head in self.heads.items()}
 
     # ------------------------------------------------------------------ internals

@@ -118,6 +118,25 @@ def test_gnn_fuses_sequences_end_to_end():
     assert out["label"].shape == (4, 2) and torch.isfinite(out["label"]).all()
 
 
+def test_gnn_fuses_a_vector_and_unaligned_sequences_by_name():
+    # image [B, D] + text [B, 12, D] + audio [B, 16, D]: nodes cannot be stacked; the GNN takes them by name
+    encoders = {"image": nn.Linear(6, DIM), "text": nn.Linear(3, DIM), "audio": nn.Linear(5, DIM)}
+    model = FusionModel(encoders, "gnn", {"label": 2}, dim=DIM,
+                        fusion_kwargs={"heads": 2, "temporal_window": 1}).eval()
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"image": torch.randn(4, 6, generator=gen), "text": torch.randn(4, 12, 3, generator=gen),
+              "audio": torch.randn(4, 16, 5, generator=gen)}
+    mask = torch.tensor([[True, True, True], [False, True, True], [True, False, True], [True, True, False]])
+    step_mask = {"audio": torch.arange(16).expand(4, 16) < torch.tensor([[16], [3], [9], [1]])}
+    logits = model(inputs, mask, step_mask)["label"]
+    embeddings = {name: encoders[name](x) for name, x in inputs.items()}
+    expected = model.heads["label"](model.fusion.gnn(embeddings, mask, step_mask))
+    torch.testing.assert_close(logits, expected)
+    padded = {**inputs, "audio": inputs["audio"].clone()}
+    padded["audio"][1, 3:] = 1e3  # padded steps change nothing
+    torch.testing.assert_close(model(padded, mask, step_mask)["label"], logits)
+
+
 def test_aux_loss_forwards_the_fusions():
     model = FusionModel(_encoders(), "seq2seq", {"label": 2}, dim=DIM)
     assert model.aux_loss is None or model.aux_loss.dim() == 0

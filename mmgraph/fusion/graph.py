@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor
 
 from mmgraph.fusion.base import FusionBase, register_fusion
@@ -24,6 +26,9 @@ class GNNFusion(FusionBase):
     Mask: missing modalities (or steps, with a ``[B, M, T]`` mask) are nodes without edges, left out of the
     readout.
 
+    Unaligned modalities (sequences of different lengths ``T_m``, or vectors mixed with sequences) cannot be stacked
+    into one tensor; :meth:`fuse_unaligned` takes them by name (``FusionModel`` calls it for such embeddings).
+
     Args:
         names: node-type names, one per modality (default ``["m0", "m1", ...]``).
         **kwargs: passed to ``MultiModalGNN`` (``layers``, ``conv``, ``heads``, ``relations``, ``readout``, ...).
@@ -32,6 +37,7 @@ class GNNFusion(FusionBase):
     """
 
     supports_sequences = True
+    supports_unaligned = True
 
     def __init__(self, num_modalities: int, dim: int, out_dim: int | None = None, names: list[str] | None = None,
                  **kwargs) -> None:
@@ -55,3 +61,10 @@ class GNNFusion(FusionBase):
         sample-independent fast path)."""
         self.check_inputs(nodes, mask)
         return self.gnn.fuse(nodes, mask)
+
+    def fuse_unaligned(self, nodes: Mapping[str, Tensor], mask: Tensor | None = None,
+                       step_mask: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Fuse modalities of different lengths: ``nodes = {name: Tensor[B, D] | Tensor[B, T_m, D]}`` (the names of
+        ``names``), ``mask: BoolTensor[B, M]``, ``step_mask = {name: BoolTensor[B, T_m]}`` -> ``[B, out_dim]``.
+        Cross-modal edges join steps by relative time position (see :class:`~mmgraph.graph.ModalityGraph`)."""
+        return self.gnn(nodes, mask, step_mask)

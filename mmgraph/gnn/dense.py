@@ -38,20 +38,22 @@ def dense_messages(layer: HeteroGNNLayer, h: Tensor, adjacency: Tensor, is_dst: 
     if not layer.relation_types:
         return torch.zeros_like(h), h.new_zeros(batch, 0, 1, num_nodes, num_nodes)
     valid = adjacency.permute(3, 0, 1, 2).unsqueeze(3)  # [N (j), B or 1, R, 1, N (i)]
+    convs = layer.convs()
     if layer.kind == "gat":
-        sources, score_src, score_dst = layer.gat_project(h)  # [N, B, R, K, C], [N, B, R, K] twice
+        sources, scores = layer.gat_project(h, convs)  # [N, B, R, K, C], [N, B, R, K, 2]
+        score_src, score_dst = scores.unbind(-1)
         # [N (j), B, R, K, N (i)]: the softmax runs over the outer source dim
         logits = F.leaky_relu(score_src.unsqueeze(-1) + score_dst.permute(1, 2, 3, 0), layer.negative_slope)
         coeff = torch.softmax(logits, 0) if complete else masked_softmax(logits, valid, dim=0)
         coeff = coeff.permute(1, 2, 3, 4, 0)  # [B, R, K, N (i), N (j)], a view
     elif layer.kind == "gatv2":
-        sources, targets, att = layer.gatv2_project(h)  # [N, B, R, K, C] twice, [R, K, C]
+        sources, targets, att = layer.gatv2_project(h, convs)  # [N, B, R, K, C] twice, [R, K, C]
         # [N (j), B, R, K, N (i), C]
         pair = F.leaky_relu(sources.unsqueeze(-2) + targets.permute(1, 2, 3, 0, 4), layer.negative_slope)
         coeff = masked_softmax((pair * att.unsqueeze(-2)).sum(-1), valid, dim=0).permute(1, 2, 3, 4, 0)
     else:
         # GCN: w_ij = 1 / sqrt(deg_i deg_j), deg counting the self-loop (a virtual one off the relation's types)
-        sources = layer.linear_project(h)  # [N, B, R, 1, H]
+        sources = layer.linear_project(h, convs)  # [N, B, R, 1, H]
         adj = adjacency.to(h.dtype)
         if layer.kind == "sage":
             weights = adj / adj.sum(-1, keepdim=True).clamp(min=1.0)

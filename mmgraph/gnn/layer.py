@@ -122,35 +122,31 @@ class HeteroGNNLayer(nn.Module):
         rows = params if node_type is None else params[node_type]
         return rows.unsqueeze(1) if node_major else rows
 
-    # ------------------------------------------------------------------ projections shared by the dense and sparse paths
-    def gat_project(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """GAT features and attention scores of every relation and head from one matmul.
+    # ------------------------------------------------------------------ projections (dense and sparse paths)
+    def gat_project(self, h: Tensor, convs: list[nn.Module]) -> tuple[Tensor, Tensor]:
+        """GAT features and attention scores of the relations of ``convs``, every head.
 
         Since ``(h W) · a = h (Wᵀ a)``, the attention vectors fold into the weights. ``h: [..., H]`` ->
-        ``(sources [..., R, K, C], score_src [..., R, K], score_dst [..., R, K])``.
+        ``(features [..., R, K, C], scores [..., R, K, 2])``: ``x_j = W h_j``, then ``a_src · x_j`` and
+        ``a_dst · x_j``.
         """
-        convs = self.convs()
         relations, heads, channels = len(convs), self.heads, self.hidden // self.heads
         weight = cat([c.lin.weight for c in convs]).view(relations, heads, channels, -1)  # [R, K, C, H]
-        att = torch.stack([cat([c.att_src for c in convs]), cat([c.att_dst for c in convs])])  # [2, R, K, C]
-        folded = (att.unsqueeze(-1) * weight).sum(3)  # [2 (src, dst), R, K, H]
-        projected = F.linear(h, torch.cat([weight.flatten(0, 2), folded.flatten(0, 2)]))  # [..., R*K*C + 2*R*K]
-        lead, width = h.shape[:-1], relations * heads * channels
-        sources = projected[..., :width].reshape(*lead, relations, heads, channels)
-        score_src, score_dst = projected[..., width:].reshape(*lead, 2, relations, heads).unbind(-3)
-        return sources, score_src, score_dst
+        att = torch.stack([cat([c.att_src for c in convs]), cat([c.att_dst for c in convs])], 2)  # [R, K, 2, C]
+        lead = h.shape[:-1]
+        features = F.linear(h, weight.flatten(0, 2)).view(*lead, relations, heads, channels)
+        scores = F.linear(h, (att @ weight).flatten(0, 2)).view(*lead, relations, heads, 2)
+        return features, scores
 
-    def gatv2_project(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """GATv2 source and target features ``[..., R, K, C]`` and the attention vectors ``[R, K, C]``."""
-        convs = self.convs()
+    def gatv2_project(self, h: Tensor, convs: list[nn.Module]) -> tuple[Tensor, Tensor, Tensor]:
+        """GATv2 source and target features ``[..., R, K, C]`` and attention vectors ``[R, K, C]`` of ``convs``."""
         relations, heads, channels = len(convs), self.heads, self.hidden // self.heads
         weight = torch.cat([c.lin_l.weight for c in convs] + [c.lin_r.weight for c in convs])  # [2 * R*K*C, H]
-        sources, targets = F.linear(h, weight).reshape(*h.shape[:-1], 2, relations, heads, channels).unbind(-4)
+        sources, targets = F.linear(h, weight).view(*h.shape[:-1], 2, relations, heads, channels).unbind(-4)
         return sources, targets, torch.stack([c.att.view(heads, channels) for c in convs])
 
-    def linear_project(self, h: Tensor) -> Tensor:
-        """GCN/SAGE features of every relation, ``h: [..., H]`` -> ``[..., R, 1, H]`` (aggregation and the linear
-        map commute, so PyG's SAGE order, mean then ``lin``, gives the same result)."""
-        convs = self.convs()
+    def linear_project(self, h: Tensor, convs: list[nn.Module]) -> Tensor:
+        """GCN/SAGE features of the relations of ``convs``, ``h: [..., H]`` -> ``[..., R, 1, H]`` (aggregation and
+        the linear map commute, so PyG's SAGE order, mean then ``lin``, gives the same result)."""
         weight = cat([c.lin_l.weight if self.kind == "sage" else c.lin.weight for c in convs])  # [R*H, H]
-        return F.linear(h, weight).reshape(*h.shape[:-1], len(convs), 1, self.hidden)
+        return F.linear(h, weight).view(*h.shape[:-1], len(convs), 1, self.hidden)

@@ -286,7 +286,7 @@ class MultiModalGNN(nn.Module):
             if node_mask is not None:
                 present = node_mask[:, first:first + x.shape[1]].unsqueeze(-1)  # [B, T_m, 1]
                 x = torch.where(present, x, torch.zeros_like(x))
-            projected.append(self.input_proj[name](x.transpose(0, 1)))  # [T_m, B, H]
+            projected.append(self.input_proj[name](x).transpose(0, 1))  # [T_m, B, H]
         return torch.cat(projected, dim=0), node_mask, layout
 
     def _as_dict(self, inputs) -> dict[str, Tensor]:

@@ -21,8 +21,12 @@ from mmgraph.graph import GraphLayout
 
 
 def sparse_messages(layer: HeteroGNNLayer, h: Tensor, layout: GraphLayout, present: Tensor | None
-                    ) -> tuple[Tensor, Tensor]:
-    """All relations' messages of one layer at once from the layout's neighbour lists.
+                    ) -> tuple[Tensor, list[Tensor]]:
+    """All relations' messages of one layer from the layout's neighbour lists.
+
+    One relation at a time, so that the largest temporaries, ``[N, K, B, H]``, stay a third of what all relations at
+    once would take (on long sequences, temporaries past glibc's 32 MB mmap threshold are fresh pages on every
+    allocation, and their page faults cost more than the arithmetic).
 
     Args:
         layer: the layer whose parameters are used.
@@ -31,54 +35,59 @@ def sparse_messages(layer: HeteroGNNLayer, h: Tensor, layout: GraphLayout, prese
         present: ``BoolTensor[N, B]`` node presence, or None when every node of every sample is present.
 
     Returns:
-        ``(messages [N, B, H], coefficients [R, N (dst), K (neighbour slot), B or 1, heads])``: the summed messages
-        and the weight of each listed edge (0 on padding and on edges touching an absent node).
+        ``(messages [N, B, H], coefficients)``: the summed messages and, per relation, the weight of each listed edge
+        ``[N (dst), K (neighbour slot), B or 1, heads]`` (0 on padding and on edges touching an absent node).
     """
     num_nodes, batch, _ = h.shape
-    neighbours = layout.neighbours  # [R, N, K]
-    relations, _, width = neighbours.shape
-    if not layer.relation_types:
-        return torch.zeros_like(h), h.new_zeros(0, num_nodes, width, 1, 1)
-    # row r * N + j of a relation-major [R * N, ...] tensor is node j under relation r
-    index = (neighbours + torch.arange(relations, device=h.device).view(-1, 1, 1) * num_nodes).reshape(-1)
+    width = layout.neighbours.shape[-1]
+    messages, coefficients = torch.zeros_like(h), []
+    for r, conv in enumerate(layer.convs()):
+        neighbours = layout.neighbours[r]  # [N, K]
+        index = neighbours.reshape(-1)
 
-    def gather(x: Tensor) -> Tensor:
-        """``x: [N, B, R, ...]`` -> ``[R, N (dst), K, B, ...]``, the values at each destination's sources."""
-        x = x.movedim(2, 0)  # [R, N, B, ...]
-        rows = x.reshape(relations * num_nodes, -1).index_select(0, index)
-        return rows.view(relations, num_nodes, width, *x.shape[2:])
+        def gather(x: Tensor) -> Tensor:
+            """``x: [N, ...]`` -> ``[N (dst), K, ...]``, the rows of each destination's sources (an embedding
+            lookup: its backward is 5-10x faster on CPU than that of ``index_select`` or indexing)."""
+            return F.embedding(index, x.reshape(num_nodes, -1)).view(num_nodes, width, *x.shape[1:])
 
-    valid = layout.neighbour_valid.unsqueeze(-1)  # [R, N, K, 1]
-    if present is not None:
-        valid = valid & present[neighbours] & present.unsqueeze(1)  # [R, N, K, B]: both ends present
-    if layer.kind == "gat":
-        sources, score_src, score_dst = layer.gat_project(h)  # [N, B, R, K, C], [N, B, R, K] twice
-        logits = F.leaky_relu(gather(score_src) + score_dst.movedim(2, 0).unsqueeze(2), layer.negative_slope)
-        coeff = masked_softmax(logits, valid.unsqueeze(-1), dim=2)  # [R, N, K, B, heads]
-    elif layer.kind == "gatv2":
-        sources, targets, att = layer.gatv2_project(h)  # [N, B, R, K, C] twice, [R, K, C]
-        pair = F.leaky_relu(gather(sources) + targets.movedim(2, 0).unsqueeze(2), layer.negative_slope)
-        coeff = masked_softmax((pair * att.view(relations, 1, 1, 1, *att.shape[1:])).sum(-1), valid.unsqueeze(-1),
-                               dim=2)
-    else:
-        sources = layer.linear_project(h)  # [N, B, R, 1, H]
-        weights = valid.to(h.dtype)  # [R, N, K, B or 1]
-        if layer.kind == "sage":
-            weights = weights / weights.sum(2, keepdim=True).clamp(min=1.0)
-        else:  # GCN: 1 / sqrt(deg_i deg_j), deg counting the self-loop (a virtual one off the relation's types)
-            degree = weights.sum(2) + (~layout.is_dst).to(h.dtype).unsqueeze(-1)  # [R, N, B or 1]
-            inv_sqrt = degree.clamp(min=1.0).rsqrt()
-            inv_sqrt_src = inv_sqrt.reshape(relations * num_nodes, -1).index_select(0, index)
-            weights = weights * inv_sqrt.unsqueeze(2) * inv_sqrt_src.view(relations, num_nodes, width, -1)
-        coeff = weights.unsqueeze(-1)  # [R, N, K, B or 1, 1]
-    messages = (coeff.unsqueeze(-1) * gather(sources)).sum((0, 2))  # [N, B, heads, C]
-    return messages.reshape(num_nodes, batch, -1), coeff
+        valid = layout.neighbour_valid[r].unsqueeze(-1)  # [N, K, 1]
+        if present is not None:
+            valid = valid & present[neighbours] & present.unsqueeze(1)  # [N, K, B]: both ends present
+        if layer.kind == "gat":
+            sources, scores = layer.gat_project(h, [conv])  # [N, B, 1, heads, C], [N, B, 1, heads, 2]
+            score_src, score_dst = scores.squeeze(2).unbind(-1)  # [N, B, heads] twice
+            sources = gather(sources.squeeze(2))  # [N, K, B, heads, C]
+            logits = F.leaky_relu(gather(score_src) + score_dst.unsqueeze(1), layer.negative_slope)
+            coeff = masked_softmax(logits, valid.unsqueeze(-1), dim=1)  # [N, K, B, heads]
+        elif layer.kind == "gatv2":
+            sources, targets, att = layer.gatv2_project(h, [conv])  # [N, B, 1, heads, C] twice, [1, heads, C]
+            sources = gather(sources.squeeze(2))  # [N, K, B, heads, C]
+            pair = F.leaky_relu(sources + targets.squeeze(2).unsqueeze(1), layer.negative_slope)
+            coeff = masked_softmax((pair * att[0]).sum(-1), valid.unsqueeze(-1), dim=1)
+        else:
+            sources = gather(layer.linear_project(h, [conv]).squeeze(2))  # [N, K, B, 1, H]
+            weights = valid.to(h.dtype)  # [N, K, B or 1]
+            if layer.kind == "sage":
+                weights = weights / weights.sum(1, keepdim=True).clamp(min=1.0)
+            else:  # GCN: 1 / sqrt(deg_i deg_j), deg counting the self-loop (a virtual one off the relation's types)
+                degree = weights.sum(1) + (~layout.is_dst[r]).to(h.dtype).unsqueeze(-1)  # [N, B or 1]
+                inv_sqrt = degree.clamp(min=1.0).rsqrt()
+                weights = weights * inv_sqrt.unsqueeze(1) * gather(inv_sqrt)
+            coeff = weights.unsqueeze(-1)  # [N, K, B or 1, 1]
+        messages = messages + (coeff.unsqueeze(-1) * sources).sum(1).view(num_nodes, batch, -1)
+        coefficients.append(coeff)
+    return messages, coefficients
 
 
-def dense_coefficients(coeff: Tensor, layout: GraphLayout, batch: int) -> Tensor:
-    """Neighbour-list coefficients ``[R, N, K, B or 1, heads]`` as the dense ``[B, R, N (dst), N (src), heads]``
-    of :func:`~mmgraph.gnn.dense.dense_messages` (for explanations; padding slots hold 0 and add nothing)."""
-    relations, num_nodes, width, _, heads = coeff.shape
-    values = coeff.expand(-1, -1, -1, batch, -1).permute(3, 0, 1, 2, 4)  # [B, R, N, K, heads]
+def dense_coefficients(coefficients: list[Tensor], layout: GraphLayout, batch: int) -> Tensor:
+    """Per-relation neighbour-list coefficients ``[N, K, B or 1, heads]`` as the dense
+    ``[B, R, N (dst), N (src), heads]`` of :func:`~mmgraph.gnn.dense.dense_messages` (for explanations; padding
+    slots hold 0 and add nothing)."""
+    num_nodes, width = layout.neighbours.shape[1:]
+    if not coefficients:
+        return layout.neighbours.new_zeros(batch, 0, num_nodes, num_nodes, 1, dtype=torch.float)
+    coeff = torch.stack([c.expand(-1, -1, batch, -1) for c in coefficients])  # [R, N, K, B, heads]
+    relations, heads = coeff.shape[0], coeff.shape[-1]
+    values = coeff.permute(3, 0, 1, 2, 4)  # [B, R, N, K, heads]
     index = layout.neighbours.view(1, relations, num_nodes, width, 1).expand_as(values)
     return coeff.new_zeros(batch, relations, num_nodes, num_nodes, heads).scatter_add_(3, index, values)
