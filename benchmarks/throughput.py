@@ -1,10 +1,14 @@
 """Training-step throughput of the graph fusion paths, measured in one run.
 
     python benchmarks/throughput.py [--batch-size 256 --modalities 6 --dim 64 --threads 2 --device auto]
+    python benchmarks/throughput.py --modalities 2 6 16 32          # one table per M, then a summary
+    python benchmarks/throughput.py --sequences [--steps 4 16 64 128 --seq-batch 64 --unaligned 50 375 500]
+
+Complete graphs (default mode):
 
 One training step = forward + backward + Adam step on a 10-class cross-entropy, samples per second, for:
 
-  (a) MultiModalGNN, dense backend (batched tensor maths on [B, N, H]);
+  (a) MultiModalGNN, default backend ("auto", which takes the dense path on these small complete graphs);
   (b) MultiModalGNN, pyg backend (same parameters; flattened batch, vectorised edge_index, PyG HeteroConv);
   (c) the way a plain-PyG user writes it: one HeteroData per sample (built once, like a Dataset), collated by
       Batch.from_data_list every step, HeteroConv of GATConv per (src, dst) modality pair, attentional readout;
@@ -12,8 +16,16 @@ One training step = forward + backward + Adam step on a 10-class cross-entropy, 
 
 All GNNs: 2 GAT layers, hidden = dim, 4 heads, complete graph, attention readout. The methods are timed in
 interleaved rounds (--rounds) and each ratio is the median of its per-round ratios, so that a machine whose speed
-drifts (shared cores) slows every method alike. Also reports forward+backward FLOPs per sample (torch.utils.flop_counter) so the dense GNN's cost relative to concat+MLP can be read against the
-ratio of their arithmetic.
+drifts (shared cores) slows every method alike. Also reports forward+backward FLOPs per sample
+(torch.utils.flop_counter) so the dense GNN's cost relative to concat+MLP can be read against the ratio of their
+arithmetic.
+
+Temporal graphs (--sequences): 3 sequence modalities of T steps each (every step a node, N = 3T), temporal window 2
+plus time-aligned cross-modal edges, B = --seq-batch, 2 GAT layers, hidden 64, 4 heads; then one unaligned case
+(--unaligned lengths, B = --unaligned-batch, cross-modal edges by relative time position). Backends: auto (the
+default), dense (skipped above --dense-max-nodes: O(N²) memory), sparse, pyg, timed in interleaved rounds in one
+process. Peak memory is measured separately, one fresh subprocess per backend (its ru_maxrss after a few training
+steps, Python and torch included), so that backends do not share one process's maximum.
 """
 
 from __future__ import annotations
@@ -155,22 +167,145 @@ def train_flops(model: nn.Module, inputs, labels: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+SEQUENCE_BACKENDS = ("auto", "dense", "sparse", "pyg")
+
+
+class SequenceClassifier(nn.Module):
+    """MultiModalGNN over sequence modalities ``{name: [B, T_m, dim]}`` + a linear head."""
+
+    def __init__(self, lengths: list[int], dim: int, backend: str) -> None:
+        super().__init__()
+        self.names = ["text", "audio", "vision", *[f"m{i}" for i in range(3, len(lengths))]][:len(lengths)]
+        self.gnn = MultiModalGNN({n: dim for n in self.names}, hidden=dim, layers=2, conv="gat", heads=4,
+                                 readout="attention", backend=backend, temporal_window=2, validate="shapes")
+        self.head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.gnn(inputs))
+
+
+def _sequence_case(lengths: list[int], batch: int, dim: int, backend: str, device: torch.device):
+    """A seeded model, its inputs and labels, and its training step."""
+    torch.manual_seed(0)
+    model = SequenceClassifier(lengths, dim, backend).to(device)
+    inputs = {name: torch.randn(batch, t, dim, device=device) for name, t in zip(model.names, lengths)}
+    labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
+    return model, make_step(model, lambda: inputs, labels)
+
+
+def _peak_memory_child(config: str) -> None:
+    """Subprocess entry: a few training steps of one backend, then print its peak RSS (MiB) as JSON."""
+    import resource
+
+    spec = json.loads(config)
+    torch.set_num_threads(spec["threads"])
+    device = resolve_device(spec["device"])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model, step = _sequence_case(spec["lengths"], spec["batch"], spec["dim"], spec["backend"], device)
+    for _ in range(3):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    print(json.dumps({"peak_rss_mib": peak, "rss_before_model_mib": before, "cuda_peak_mib": cuda_peak,
+                      "path": model.gnn.message_path(model.gnn.graph.layout(spec["lengths"], 2))}))
+
+
+def _peak_memory(lengths: list[int], batch: int, dim: int, backend: str, args) -> dict:
+    import subprocess
+
+    config = json.dumps({"lengths": lengths, "batch": batch, "dim": dim, "backend": backend,
+                         "threads": args.threads, "device": args.device})
+    done = subprocess.run([sys.executable, __file__, "--peak-memory-child", config], capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sequences(args) -> dict:
+    """The temporal-graph tables (see the module docstring)."""
+    device = resolve_device(args.device)
+    cases = [([t] * 3, args.seq_batch) for t in args.steps] + ([(args.unaligned, args.unaligned_batch)]
+                                                             if args.unaligned else [])
+    report = {"config": {"dim": args.dim, "layers": 2, "conv": "gat", "heads": 4, "temporal_window": 2,
+                         "threads": args.threads, "rounds": args.rounds, "device": str(device),
+                         "torch": torch.__version__}, "cases": []}
+    print(f"Temporal graphs: 3 modalities, window 2, 2 GAT layers, hidden {args.dim}, device={device}, "
+          f"threads={args.threads}; ms per training step: median over {args.rounds} interleaved rounds [min - max]; "
+          "speed-up vs pyg: median of per-round ratios [min - max]; peak RSS: one subprocess per backend")
+    print("| T per modality (N) | B | backend (path) | ms/step | speed-up vs pyg | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for lengths, batch in cases:
+        nodes = sum(lengths)
+        backends = [b for b in SEQUENCE_BACKENDS if b != "dense" or nodes <= args.dense_max_nodes]
+        steps = {}
+        for backend in backends:
+            _, steps[backend] = _sequence_case(lengths, batch, args.dim, backend, device)
+        per_round = time_interleaved(steps, args.rounds, args.seconds * len(steps), device)
+        case = {"lengths": lengths, "batch": batch, "nodes": nodes, "backends": {}}
+        for backend in backends:
+            memory = _peak_memory(lengths, batch, args.dim, backend, args)
+            each = [p / t for t, p in zip(per_round[backend], per_round["pyg"])]
+            row = {"ms_per_step": 1e3 * statistics.median(per_round[backend]),
+                   "ms_per_step_range": [1e3 * min(per_round[backend]), 1e3 * max(per_round[backend])],
+                   "speedup_vs_pyg": statistics.median(each), "speedup_vs_pyg_range": [min(each), max(each)],
+                   **memory}
+            case["backends"][backend] = row
+            label = "/".join(map(str, lengths)) if len(set(lengths)) > 1 else str(lengths[0])
+            print(f"| {label} ({nodes}) | {batch} | {backend} ({memory['path']}) | {row['ms_per_step']:.0f} "
+                  f"[{row['ms_per_step_range'][0]:.0f} - {row['ms_per_step_range'][1]:.0f}] | "
+                  f"{row['speedup_vs_pyg']:.2f}x [{min(each):.2f} - {max(each):.2f}] | {memory['peak_rss_mib']:.0f} |")
+        report["cases"].append(case)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--modalities", type=int, default=6)
+    parser.add_argument("--modalities", type=int, nargs="+", default=[6])
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per method, over all rounds")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (ratios: median over rounds)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--sequences", action="store_true", help="the temporal-graph tables instead")
+    parser.add_argument("--steps", type=int, nargs="*", default=[4, 16, 64, 128],
+                        help="T per modality of the aligned cases (none: skip)")
+    parser.add_argument("--seq-batch", type=int, default=64)
+    parser.add_argument("--unaligned", type=int, nargs="*", default=[50, 375, 500],
+                        help="one unaligned case: T of each modality (none: skip)")
+    parser.add_argument("--unaligned-batch", type=int, default=32)
+    parser.add_argument("--dense-max-nodes", type=int, default=200,
+                        help="skip the dense backend above this many nodes per sample (O(N²) memory)")
+    parser.add_argument("--peak-memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.peak_memory_child:
+        return _peak_memory_child(args.peak_memory_child)
     torch.set_num_threads(args.threads)
+    if args.sequences:
+        return sequences(args)
+    reports = {mods: complete_graph(args, mods) for mods in args.modalities}
+    if len(reports) > 1:
+        print("\n| M | auto vs plain per-sample PyG | auto vs pyg | concat+MLP vs auto |")
+        print("|---|---|---|---|")
+        for mods, report in reports.items():
+            cells = [f"{report['ratios'][key]:.2f}x [{low:.2f} - {high:.2f}]" for key, (low, high)
+                     in report["ratio_ranges_over_rounds"].items()]
+            print(f"| {mods} | {cells[0]} | {cells[1]} | {cells[2]} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(reports[args.modalities[0]] if len(reports) == 1 else reports, indent=2))
+    return reports
+
+
+def complete_graph(args, mods: int) -> dict:
+    """The complete-graph comparison for ``mods`` modalities (see the module docstring)."""
     torch.manual_seed(0)
     device = resolve_device(args.device)
-    batch, mods, dim = args.batch_size, args.modalities, args.dim
+    batch, dim = args.batch_size, args.dim
     nodes = torch.randn(batch, mods, dim, device=device)
     labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
 
@@ -179,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
     plain = PlainPyG(mods, dim).to(device)
     data_list = plain.samples(nodes)
     models = {
-        "dense": (GNNClassifier(mods, dim, "dense").to(device), lambda: nodes),
+        "auto": (GNNClassifier(mods, dim, "auto").to(device), lambda: nodes),
         "pyg": (GNNClassifier(mods, dim, "pyg").to(device), lambda: nodes),
         "plain_pyg": (plain, lambda: Batch.from_data_list(data_list)),
         "concat_mlp": (ConcatMLP(mods, dim).to(device), lambda: nodes),
@@ -203,10 +338,10 @@ def main(argv: list[str] | None = None) -> dict:
         each = [s / f for f, s in zip(per_round[fast], per_round[slow])]
         return statistics.median(each), min(each), max(each)
 
-    speedups = {"dense_vs_plain_pyg": ratio("dense", "plain_pyg"), "dense_vs_pyg": ratio("dense", "pyg"),
-                "concat_vs_dense_speed": ratio("concat_mlp", "dense")}
+    speedups = {"auto_vs_plain_pyg": ratio("auto", "plain_pyg"), "auto_vs_pyg": ratio("auto", "pyg"),
+                "concat_vs_auto_speed": ratio("concat_mlp", "auto")}
     ratios = {name: value[0] for name, value in speedups.items()}
-    ratios["dense_vs_concat_flops"] = (results["dense"]["train_flops_per_sample"]
+    ratios["auto_vs_concat_flops"] = (results["auto"]["train_flops_per_sample"]
                                        / results["concat_mlp"]["train_flops_per_sample"])
     ratio_ranges = {name: [value[1], value[2]] for name, value in speedups.items()}
     report = {
@@ -231,13 +366,12 @@ def main(argv: list[str] | None = None) -> dict:
         low, high = ratio_ranges[key]
         return f"{label:<31}{ratios[key]:.2f}x faster  [{low:.2f} - {high:.2f}]"
 
-    print(show("dense vs plain per-sample PyG:", "dense_vs_plain_pyg"))
-    print(show("dense vs pyg backend:", "dense_vs_pyg"))
-    print(show("concat+MLP vs dense:", "concat_vs_dense_speed")
-          + f", while the dense GNN does {ratios['dense_vs_concat_flops']:.1f}x the FLOPs of concat+MLP")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    gnn = models["auto"][0].gnn
+    print(f"(auto = the default backend, here on the {gnn.message_path(gnn.graph.layout())} path)")
+    print(show("auto vs plain per-sample PyG:", "auto_vs_plain_pyg"))
+    print(show("auto vs pyg backend:", "auto_vs_pyg"))
+    print(show("concat+MLP vs auto:", "concat_vs_auto_speed")
+          + f", while the GNN does {ratios['auto_vs_concat_flops']:.1f}x the FLOPs of concat+MLP")
     return report
 
 

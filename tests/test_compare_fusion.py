@@ -60,9 +60,25 @@ def test_throughput_benchmark_runs_and_reports_ratios_over_rounds(tmp_path):
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"dense", "pyg", "plain_pyg", "concat_mlp"}
+    assert set(report["results"]) == {"auto", "pyg", "plain_pyg", "concat_mlp"}
     for row in report["results"].values():
         assert row["samples_per_s"] > 0 and len(row["ms_per_step_rounds"]) == 2
     for name, (low, high) in report["ratio_ranges_over_rounds"].items():
         assert low <= report["ratios"][name] <= high
-    assert "dense vs pyg backend:" in result.stdout
+    assert "auto vs pyg backend:" in result.stdout
+
+
+def test_throughput_sequences_reports_every_backend_with_its_own_peak_memory(tmp_path):
+    out = tmp_path / "sequences.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--sequences", "--steps",
+                             "--unaligned", "2", "5", "7", "--unaligned-batch", "3", "--dim", "8",
+                             "--dense-max-nodes", "14", "--threads", "1", "--seconds", "0.05", "--rounds", "2",
+                             "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["lengths"] == [2, 5, 7] and case["nodes"] == 14
+    assert set(case["backends"]) == {"auto", "dense", "sparse", "pyg"}
+    for row in case["backends"].values():
+        assert row["ms_per_step"] > 0 and row["peak_rss_mib"] >= row["rss_before_model_mib"] > 0
+    assert case["backends"]["sparse"]["path"] == "sparse" and case["backends"]["auto"]["path"] in ("dense", "sparse")
+    assert "| 2/5/7 (14) | 3 | sparse (sparse) |" in result.stdout
