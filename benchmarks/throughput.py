@@ -236,13 +236,15 @@ def sequences(args) -> dict:
     for lengths, batch in cases:
         nodes = sum(lengths)
         backends = [b for b in SEQUENCE_BACKENDS if b != "dense" or nodes <= args.dense_max_nodes]
-        steps = {}
+        steps, steps_paths = {}, {}
         for backend in backends:
-            _, steps[backend] = _sequence_case(lengths, batch, args.dim, backend, device)
+            model, steps[backend] = _sequence_case(lengths, batch, args.dim, backend, device)
+            steps_paths[backend] = model.gnn.message_path(model.gnn.graph.layout(lengths, 2))
         per_round = time_interleaved(steps, args.rounds, args.seconds * len(steps), device)
         case = {"lengths": lengths, "batch": batch, "nodes": nodes, "backends": {}}
         for backend in backends:
-            memory = _peak_memory(lengths, batch, args.dim, backend, args)
+            memory = (_peak_memory(lengths, batch, args.dim, backend, args) if args.memory
+                      else {"peak_rss_mib": float("nan"), "path": steps_paths[backend]})
             each = [p / t for t, p in zip(per_round[backend], per_round["pyg"])]
             row = {"ms_per_step": 1e3 * statistics.median(per_round[backend]),
                    "ms_per_step_range": [1e3 * min(per_round[backend]), 1e3 * max(per_round[backend])],
@@ -279,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--unaligned-batch", type=int, default=32)
     parser.add_argument("--dense-max-nodes", type=int, default=200,
                         help="skip the dense backend above this many nodes per sample (O(N²) memory)")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="--sequences without the peak-memory subprocesses (timing only)")
     parser.add_argument("--peak-memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

@@ -37,9 +37,10 @@ from mmgraph.graph import GraphLayout, ModalityGraph, Relation
 CONVS = ("gcn", "gat", "gatv2", "sage")
 READOUTS = ("mean", "max", "sum", "attention")
 BACKENDS = ("auto", "dense", "sparse", "pyg")
-# backend="auto" takes the sparse path when N >= SPARSE_CROSSOVER * K (N nodes, K the longest neighbour list):
-# measured with benchmarks/throughput.py --sequences (see docs/design.md, "Performance")
-SPARSE_CROSSOVER = 4
+# backend="auto" takes the sparse path when N >= SPARSE_CROSSOVER * K (N nodes, K the longest neighbour list).
+# Measured with benchmarks/throughput.py --sequences (3 modalities, window 2, so K = 3; B = 64, 1 thread): dense was
+# faster at N = 12 (N/K = 4), sparse 2x faster at N = 24 (N/K = 8); see docs/design.md, "Performance".
+SPARSE_CROSSOVER = 6
 
 
 class MultiModalGNN(nn.Module):
