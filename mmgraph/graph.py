@@ -216,6 +216,11 @@ class ModalityGraph:
         if temporal_window < 0:
             raise ValueError(f"temporal_window: expected >= 0, got {temporal_window}")
         key = (steps, int(temporal_window), str(torch.device(device) if device is not None else "cpu"))
+        if key not in self._layouts and torch.compiler.is_exporting():
+            # under torch.export every tensor op yields a fake tensor: the layout's values could not be read
+            raise RuntimeError(f"steps: no graph layout for {list(steps)} steps (temporal_window={temporal_window}, "
+                               f"device {key[2]}) has been built yet; run one eager forward with inputs of these "
+                               "lengths before torch.export")
         if key not in self._layouts:
             cpu = _build_layout(self.modalities, self.relations, steps, int(temporal_window))
             self._layouts[key] = _layout_to(cpu, key[2])

@@ -126,6 +126,7 @@ class MultiModalGNN(nn.Module):
         self.readout_type, self.dropout, self.backend = readout, dropout, backend
         self.temporal_window, self.validate = temporal_window, validate
         self.relation_types = self.graph.all_relation_types(temporal_window)
+        self.graph.layout(temporal_window=temporal_window)  # built now, so that torch.export finds it (vectors)
 
         self.input_proj = nn.ModuleDict({name: nn.Linear(dim, hidden) for name, dim in self.modalities.items()})
         self.layers = nn.ModuleList(
