@@ -54,9 +54,12 @@ class GraphLayout:
             (self-loops included).
         is_dst: ``BoolTensor[R, N]``, nodes whose type is a destination of relation ``r``.
         edges: per relation type, ``LongTensor[2, E_r]`` of (src, dst) node pairs, self-loops included.
-        neighbours: ``LongTensor[R, N, K]``, the sources of each destination under each relation, padded to the
-            largest in-degree ``K`` (the ELL layout of ``adjacency``; padding entries point at node 0).
-        neighbour_valid: ``BoolTensor[R, N, K]``, False on padding.
+        neighbours: per relation ``r`` and destination modality ``m``, ``LongTensor[T_m, K_rm]``: the sources of
+            each of that modality's nodes, padded to their largest in-degree ``K_rm`` (the ELL layout of
+            ``adjacency``, one block per modality so that a few high-degree nodes, e.g. a 50-step modality aligned
+            with a 500-step one, do not pad every other node; padding entries point at node 0; ``K_rm = 0`` when
+            ``m`` is not a destination of ``r``).
+        neighbour_valid: ``BoolTensor[T_m, K_rm]`` per relation and modality, False on padding.
         complete: every entry of ``adjacency`` is True (every node sends to every node under every relation).
     """
 
@@ -68,13 +71,19 @@ class GraphLayout:
     adjacency: Tensor
     is_dst: Tensor
     edges: tuple[Tensor, ...] = field(repr=False)
-    neighbours: Tensor = field(repr=False)
-    neighbour_valid: Tensor = field(repr=False)
+    neighbours: tuple[tuple[Tensor, ...], ...] = field(repr=False)
+    neighbour_valid: tuple[tuple[Tensor, ...], ...] = field(repr=False)
     complete: bool = False
 
     @property
     def num_nodes(self) -> int:
         return len(self.node_names)
+
+    @property
+    def mean_width(self) -> float:
+        """Neighbour-list slots per node and relation, padding included: the sparse path's cost per node."""
+        slots = sum(block.numel() for lists in self.neighbours for block in lists)
+        return slots / max(len(self.neighbours) * self.num_nodes, 1)
 
     def offsets(self) -> list[int]:
         """First node index of each modality: modality ``m`` owns nodes ``offsets[m] .. offsets[m] + steps[m]``."""
@@ -222,9 +231,13 @@ class ModalityGraph:
                                f"device {key[2]}) has been built yet; run one eager forward with inputs of these "
                                "lengths before torch.export")
         if key not in self._layouts:
-            cpu = _build_layout(self.modalities, self.relations, steps, int(temporal_window))
-            self._layouts[key] = _layout_to(cpu, key[2])
+            self._build(key)
         return self._layouts[key]
+
+    @torch.compiler.disable  # built eagerly, once per shape, also when first met inside a compiled forward
+    def _build(self, key: tuple[tuple[int, ...], int, str]) -> None:
+        steps, temporal_window, device = key
+        self._layouts[key] = _layout_to(_build_layout(self.modalities, self.relations, steps, temporal_window), device)
 
     # ------------------------------------------------------------------ batches
     def node_mask(self, layout: GraphLayout, mask: Tensor | None, batch_size: int,
@@ -379,14 +392,17 @@ def _build_layout(modalities: tuple[str, ...], relations: tuple[Relation, ...], 
     eye = torch.eye(num_nodes, dtype=torch.bool)
     adjacency |= eye.unsqueeze(0) & is_dst.unsqueeze(-1)  # self-loops on every destination node
     edges = tuple(torch.stack([a.nonzero()[:, 1], a.nonzero()[:, 0]]) for a in adjacency)  # (src, dst)
-    in_degree = adjacency.sum(-1)  # [R, N]
-    width = max(int(in_degree.max()), 1) if in_degree.numel() else 1
-    # sources first, in node order (a stable sort of the adjacency rows), then padding
-    order = adjacency.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :width]  # [R, N, K]
-    neighbour_valid = adjacency.gather(-1, order)
-    neighbours = order.masked_fill(~neighbour_valid, 0)
+    neighbours, neighbour_valid = [], []
+    for rows in adjacency:  # [N (dst), N (src)] of one relation
+        blocks = [rows[block(m)] for m in range(len(steps))]
+        # sources first, in node order (a stable sort of each row), then padding
+        orders = [b.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[:, :int(b.sum(-1).max())]
+                  for b in blocks]
+        valid = [b.gather(-1, order) for b, order in zip(blocks, orders)]
+        neighbour_valid.append(tuple(valid))
+        neighbours.append(tuple(order.masked_fill(~v, 0) for order, v in zip(orders, valid)))
     return GraphLayout(names, node_type, node_step, steps, tuple(rel_types), adjacency, is_dst, edges,
-                       neighbours, neighbour_valid, complete=bool(adjacency.all()))
+                       tuple(neighbours), tuple(neighbour_valid), complete=bool(adjacency.all()))
 
 
 def _layout_to(layout: GraphLayout, device: str) -> GraphLayout:
@@ -394,5 +410,6 @@ def _layout_to(layout: GraphLayout, device: str) -> GraphLayout:
         return layout
     return GraphLayout(layout.node_names, layout.node_type.to(device), layout.node_step.to(device), layout.steps,
                        layout.relation_types, layout.adjacency.to(device), layout.is_dst.to(device),
-                       tuple(e.to(device) for e in layout.edges), layout.neighbours.to(device),
-                       layout.neighbour_valid.to(device), layout.complete)
+                       tuple(e.to(device) for e in layout.edges),
+                       tuple(tuple(b.to(device) for b in lists) for lists in layout.neighbours),
+                       tuple(tuple(b.to(device) for b in lists) for lists in layout.neighbour_valid), layout.complete)

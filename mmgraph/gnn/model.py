@@ -37,7 +37,8 @@ from mmgraph.graph import GraphLayout, ModalityGraph, Relation
 CONVS = ("gcn", "gat", "gatv2", "sage")
 READOUTS = ("mean", "max", "sum", "attention")
 BACKENDS = ("auto", "dense", "sparse", "pyg")
-# backend="auto" takes the sparse path when N >= SPARSE_CROSSOVER * K (N nodes, K the longest neighbour list).
+# backend="auto" takes the sparse path when N >= SPARSE_CROSSOVER * K (N nodes, K the neighbour-list slots per node
+# and relation, padding included: GraphLayout.mean_width).
 # Measured with benchmarks/throughput.py --sequences (3 modalities, window 2, so K = 3; B = 64, 1 thread): dense was
 # faster at N = 12 (N/K = 4), sparse 2x faster at N = 24 (N/K = 8); see docs/design.md, "Performance".
 SPARSE_CROSSOVER = 6
@@ -218,7 +219,7 @@ class MultiModalGNN(nn.Module):
     @staticmethod
     def _auto_path(layout: GraphLayout) -> str:
         # dense costs ~N² per relation, sparse ~N·K with a larger constant (gathers): see SPARSE_CROSSOVER
-        return "sparse" if layout.num_nodes >= SPARSE_CROSSOVER * layout.neighbours.shape[-1] else "dense"
+        return "sparse" if layout.num_nodes >= SPARSE_CROSSOVER * layout.mean_width else "dense"
 
     def _node_major(self, h: Tensor, node_mask: Tensor | None, layout: GraphLayout, path: str,
                     explain: bool = False) -> tuple[Tensor, list[Tensor], Tensor]:
