@@ -276,8 +276,9 @@ def test_same_seed_gives_same_model_and_output():
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_explain_returns_attention_rows_that_sum_to_one_and_modality_weights():
-    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv="gat", readout="attention")
+@pytest.mark.parametrize("backend", ["dense", "sparse", "pyg"])
+def test_explain_returns_attention_rows_that_sum_to_one_and_modality_weights(backend):
+    gnn = MultiModalGNN(DIMS, hidden=8, heads=2, conv="gat", readout="attention", backend=backend)
     mask = random_mask()
     explanation = gnn.explain(make_inputs(), mask)
     coeff = explanation["edges"][0][:, 0]  # relation "cross": [B, N, N, K]
