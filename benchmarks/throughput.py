@@ -24,8 +24,8 @@ Temporal graphs (--sequences): 3 sequence modalities of T steps each (every step
 plus time-aligned cross-modal edges, B = --seq-batch, 2 GAT layers, hidden 64, 4 heads; then one unaligned case
 (--unaligned lengths, B = --unaligned-batch, cross-modal edges by relative time position). Backends: auto (the
 default), dense (skipped above --dense-max-nodes: O(N²) memory), sparse, pyg, timed in interleaved rounds in one
-process. Peak memory is measured separately, one fresh subprocess per backend (its ru_maxrss after a few training
-steps, Python and torch included), so that backends do not share one process's maximum.
+process. Peak memory is measured separately, one fresh subprocess per backend (its own peak RSS, VmHWM, after a few
+training steps, Python and torch included), so that backends do not share one process's maximum.
 """
 
 from __future__ import annotations
@@ -193,20 +193,31 @@ def _sequence_case(lengths: list[int], batch: int, dim: int, backend: str, devic
     return model, make_step(model, lambda: inputs, labels)
 
 
-def _peak_memory_child(config: str) -> None:
-    """Subprocess entry: a few training steps of one backend, then print its peak RSS (MiB) as JSON."""
+def _peak_rss_mib() -> float:
+    """This process's own peak resident memory in MiB: ``VmHWM`` of /proc/self/status (the high-water mark of this
+    address space; ``ru_maxrss`` would include the parent's peak, inherited across fork and exec), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_memory_child(config: str) -> None:
+    """Subprocess entry: a few training steps of one backend, then print its peak RSS (MiB) as JSON."""
     spec = json.loads(config)
     torch.set_num_threads(spec["threads"])
     device = resolve_device(spec["device"])
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_rss_mib()
     model, step = _sequence_case(spec["lengths"], spec["batch"], spec["dim"], spec["backend"], device)
     for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    print(json.dumps({"peak_rss_mib": peak, "rss_before_model_mib": before, "cuda_peak_mib": cuda_peak,
+    print(json.dumps({"peak_rss_mib": _peak_rss_mib(), "rss_before_model_mib": before, "cuda_peak_mib": cuda_peak,
                       "path": model.gnn.message_path(model.gnn.graph.layout(spec["lengths"], 2))}))
 
 
