@@ -19,9 +19,8 @@ Two backends run the same parameters (identical ``state_dict`` keys, so either c
   (no per-sample loop) and runs the real ``torch_geometric.nn.HeteroConv`` of PyG convolutions, then a
   ``torch_geometric.nn.aggr`` readout;
 * ``backend="dense"`` (default) computes the same maths on node-major ``[N, B, H]`` tensors, all relation types at
-  once, each stage (input projection, a GAT layer's messages, the update, the attention readout) one autograd
-  ``Function`` with a written-out backward; it is much faster because every sample's graph is tiny. Tests check both
-  agree to 1e-4, and their gradients too.
+  once, in plain PyTorch autograd; it is much faster because every sample's graph is tiny. Tests check both agree to
+  1e-4, and their gradients too.
 
 Missing modalities (``mask``) and padded steps (``step_mask``) are nodes without edges: they send and receive no
 messages and are left out of the readout, so their features cannot change the output.
@@ -64,150 +63,31 @@ def _masked_softmax(scores: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
 # The dense backend keeps node states NODE-MAJOR, ``[N, B, H]``, and attention logits ``[N (src j), B, R, K,
 # N (dst i)]``. The softmax over a destination's sources and the readout over a sample's nodes then reduce over the
 # OUTER dim, which the CPU kernels vectorise across the batch, instead of over an innermost dim of ~6 entries, which
-# they walk one short row at a time (4-20x slower at these sizes); per-node-type projections are N large matmuls;
-# and both the attention matrices (``[i, j]`` with unit stride along ``i``) and the node-major sources (``[j, c]``
-# with unit stride along ``c``) are BLAS-compatible strided views, so the aggregation ``bmm`` reads them without
-# copies. Aggregating with a broadcast product and a sum instead would be as fast in isolation but materialises
-# ``[N, N, B, K, C]`` temporaries of megabytes, whose page faults under glibc's malloc trimming cost more than the
-# whole layer.
+# they walk one short row at a time (4-20x slower at these sizes); and both the attention matrices (``[i, j]`` with
+# unit stride along ``i``) and the node-major sources (``[j, c]`` with unit stride along ``c``) are BLAS-compatible
+# strided views, so the aggregation ``bmm`` reads them without copies. Everything is plain PyTorch autograd.
 
 
-def _aggregate_forward(coeff: Tensor, sources: Tensor) -> Tensor:
+def _aggregate(coeff: Tensor, sources: Tensor) -> Tensor:
     """``out[i, b, k, c] = Σ_r Σ_j coeff[b, r, k, i, j] * sources[j, b, r, k, c]``.
 
     Args:
         coeff: ``[B or 1, R, K, N (dst i), N (src j)]`` aggregation weights; any strides (a ``[B*R*K, N, N]`` view
             without copy when they allow one). A batch dim of 1 (weights shared by the batch) needs ``K = 1``.
-        sources: contiguous node-major ``[N, B, R, K, C]`` per-relation, per-head source features.
+        sources: node-major ``[N, B, R, K, C]`` per-relation, per-head source features.
 
     Returns:
-        contiguous node-major ``[N, B, K * C]`` messages summed over relations, heads concatenated.
+        node-major ``[N, B, K * C]`` messages summed over relations, heads concatenated.
     """
     nodes, batch, relations, heads, channels = sources.shape
     if coeff.shape[0] == 1 and batch > 1:  # one graph for the whole batch: R matmuls [N, N] x [N, B * C]
         x = sources.permute(2, 0, 1, 3, 4).reshape(relations, nodes, batch * heads * channels)
         out = torch.bmm(coeff[0, :, 0], x)  # [R, N (i), B * C]
         return (out[0] if relations == 1 else out.sum(0)).view(nodes, batch, heads * channels)
-    x = sources.permute(1, 2, 3, 0, 4).reshape(-1, nodes, channels)  # [(b, r, k), j, c], a view
+    x = sources.permute(1, 2, 3, 0, 4).reshape(-1, nodes, channels)  # [(b, r, k), j, c]
     out = torch.bmm(coeff.reshape(-1, nodes, nodes), x).view(batch, relations, heads, nodes, channels)
     out = out[:, 0] if relations == 1 else out.sum(1)  # [B, K, N, C]
     return out.permute(2, 0, 1, 3).reshape(nodes, batch, heads * channels)
-
-
-def _aggregate_backward(grad: Tensor, coeff: Tensor, sources: Tensor, need_coeff: bool = True
-                        ) -> tuple[Tensor | None, Tensor]:
-    """Gradients of :func:`_aggregate_forward`: ``grad: [N, B, K * C]`` -> ``(grad_coeff [B, R, K, N, N] or None,
-    grad_sources [N, B, R, K, C])``, both strided views of contiguous ``bmm`` results."""
-    nodes, batch, relations, heads, channels = sources.shape
-    grad = grad.view(nodes, batch, 1, heads, channels).expand(nodes, batch, relations, heads, channels)
-    if coeff.shape[0] == 1 and batch > 1:
-        grad_flat = grad.permute(2, 0, 1, 3, 4).reshape(relations, nodes, batch * heads * channels)
-        grad_sources = torch.bmm(coeff[0, :, 0].transpose(1, 2), grad_flat)  # [R, N (j), B * C]
-        grad_sources = grad_sources.view(relations, nodes, batch, heads, channels).permute(1, 2, 0, 3, 4)
-        grad_coeff = None
-        if need_coeff:
-            x = sources.permute(2, 0, 1, 3, 4).reshape(relations, nodes, batch * heads * channels)
-            grad_coeff = torch.bmm(grad_flat, x.transpose(1, 2)).view(1, relations, 1, nodes, nodes)
-        return grad_coeff, grad_sources
-    grad = grad.permute(1, 2, 3, 0, 4).reshape(-1, nodes, channels)  # [(b, r, k), i, c]; a view when R = 1
-    coeff_flat = coeff.reshape(-1, nodes, nodes)
-    grad_sources = torch.bmm(coeff_flat.transpose(1, 2), grad)  # [(b, r, k), j, c]
-    grad_sources = grad_sources.view(batch, relations, heads, nodes, channels).permute(3, 0, 1, 2, 4)
-    grad_coeff = None
-    if need_coeff:
-        x = sources.permute(1, 2, 3, 0, 4).reshape(-1, nodes, channels)
-        grad_coeff = torch.bmm(grad, x.transpose(1, 2)).view(batch, relations, heads, nodes, nodes)
-    return grad_coeff, grad_sources
-
-
-class _Aggregate(torch.autograd.Function):
-    """Autograd wrapper of :func:`_aggregate_forward` / :func:`_aggregate_backward` (GCN, SAGE, GATv2)."""
-
-    @staticmethod
-    def forward(ctx, coeff: Tensor, sources: Tensor) -> Tensor:
-        sources = sources.contiguous()
-        ctx.save_for_backward(coeff, sources)
-        return _aggregate_forward(coeff, sources)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor]:
-        coeff, sources = ctx.saved_tensors
-        return _aggregate_backward(grad, coeff, sources, ctx.needs_input_grad[0])
-
-
-class _GATMessages(torch.autograd.Function):
-    """All of a GAT layer's messages, every relation type at once, in one autograd node.
-
-    Inputs: node-major ``h: [N, B, H]``, per relation ``r`` and head ``k`` the weights ``W: [R*K*C, H]`` and
-    attention vectors ``a_src, a_dst: [R, K, C]`` (PyG ``GATConv.lin.weight``, ``att_src``, ``att_dst`` of the R
-    relations, concatenated along dim 0: the parameters themselves when ``R = 1``), and
-    ``invalid: BoolTensor[N (src j), B or 1, R, 1, N (dst i)]`` marking non-edges (None: every pair is an edge,
-    e.g. a complete graph with self-loops and nothing masked).
-
-    With ``x_j = h_j W_r``, ``e[j, b, r, k, i] = LeakyReLU(a_dst · x_i + a_src · x_j)`` and ``α = softmax_j(e)`` over
-    the edges ``j -> i`` of relation ``r``, the output is ``(Σ_r Σ_j α[j, b, r, :, i] x_j -> [N, B, K*C],
-    α -> [N (j), B, R, K, N (i)])``; ``α`` is returned for explanations and is not differentiable. A destination
-    without any edge gets all-zero ``α``.
-
-    Why one node: on graphs of ~6 nodes a layer is bound by per-operation overhead, not arithmetic. Since
-    ``(x W) · a = x (Wᵀ a)``, the attention vectors fold into the weights and one matmul yields the features and
-    both score sets; the backward is written out (four matmuls, two ``bmm``, the softmax and LeakyReLU backward and
-    a few reductions and copies) instead of ~40 autograd nodes.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, att_src: Tensor, att_dst: Tensor, invalid: Tensor | None,
-                negative_slope: float) -> tuple[Tensor, Tensor]:
-        nodes, batch, hidden = h.shape
-        relations, heads, channels = att_src.shape
-        groups = relations * heads
-        weight = weight.view(relations, heads, channels, hidden)
-        att = torch.stack([att_src, att_dst]).unsqueeze(-1)  # [2, R, K, C, 1]
-        folded = (att * weight).sum(3)  # [2 (src, dst), R, K, H]
-        stacked = torch.cat([weight.reshape(groups * channels, hidden), folded.reshape(2 * groups, hidden)])
-        projected = F.linear(h, stacked)  # [N, B, R*K*C + 2*R*K]
-        sources = projected[..., :groups * channels].view(nodes, batch, relations, heads, channels).contiguous()
-        scores = projected[..., groups * channels:].view(nodes, batch, 2, relations, heads)
-        logits = h.new_empty(nodes, batch, relations, heads, nodes)  # [N (j), B, R, K, N (i)], contiguous
-        torch.add(scores[:, :, 0].unsqueeze(-1), scores[:, :, 1].permute(1, 2, 3, 0), out=logits)
-        logits = F.leaky_relu_(logits, negative_slope)
-        if invalid is not None:
-            logits.masked_fill_(invalid, float("-inf"))
-        coeff = torch.softmax(logits, 0)  # over the sources j
-        if invalid is not None:
-            coeff.masked_fill_(invalid, 0.0)  # destinations without edges: NaN -> 0
-        ctx.save_for_backward(h, weight, att, stacked, coeff, sources, logits)
-        ctx.negative_slope = negative_slope
-        ctx.mark_non_differentiable(coeff)
-        ctx.set_materialize_grads(False)  # no zero-filled gradient for the (non-differentiable) coefficients
-        return _aggregate_forward(coeff.permute(1, 2, 3, 4, 0), sources), coeff
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor | None, _grad_coeff: None) -> tuple[Tensor | None, ...]:
-        h, weight, att, stacked, coeff, sources, logits = ctx.saved_tensors
-        if grad is None:  # the messages were not used
-            return None, None, None, None, None, None
-        nodes, batch, relations, heads, channels = sources.shape
-        groups, hidden = relations * heads, h.shape[-1]
-        grad_coeff, grad_sources = _aggregate_backward(grad, coeff.permute(1, 2, 3, 4, 0), sources)
-        grad_coeff = grad_coeff.permute(4, 0, 1, 2, 3).contiguous()  # [N (j), B, R, K, N (i)], as coeff
-        grad_logits = torch._softmax_backward_data(grad_coeff, coeff, 0, coeff.dtype)
-        grad_logits = torch.ops.aten.leaky_relu_backward(grad_logits, logits, ctx.negative_slope, True)
-        grad_projected = grad.new_empty(nodes, batch, groups * (channels + 2))
-        grad_projected[..., :groups * channels].view_as(grad_sources).copy_(grad_sources)
-        grad_projected[..., groups * channels:groups * (channels + 1)].copy_(  # source scores
-            torch.mv(grad_logits.view(-1, nodes), grad_logits.new_ones(nodes)).view(nodes, batch, groups))
-        grad_projected[..., groups * (channels + 1):].view(nodes, batch, relations, heads).copy_(
-            grad_logits.sum(0).permute(3, 0, 1, 2))  # destination scores
-        flat = grad_projected.view(nodes * batch, -1)
-        grad_h = torch.mm(flat, stacked).view_as(h)
-        grad_stacked = torch.mm(flat.t(), h.reshape(-1, hidden))  # [R*K*C + 2*R*K, H]
-        grad_folded = grad_stacked[groups * channels:].view(2, relations, heads, 1, hidden)
-        grad_weight = grad_stacked[:groups * channels].view_as(weight) + (att * grad_folded).sum(0)
-        grad_att = (grad_folded * weight).sum(-1)  # [2, R, K, C]
-        return grad_h, grad_weight.view(-1, hidden), grad_att[0], grad_att[1], None, None
 
 
 def _rows(params: Tensor, node_type: Tensor | None, node_major: bool) -> Tensor:
@@ -215,129 +95,6 @@ def _rows(params: Tensor, node_type: Tensor | None, node_major: bool) -> Tensor:
     of type ``n``), with a broadcast batch dim after the node dim in the node-major layout."""
     rows = params if node_type is None else params[node_type]
     return rows.unsqueeze(1) if node_major else rows
-
-
-def _to_types(grad: Tensor, node_type: Tensor | None, num_types: int) -> Tensor:
-    """Gradient of a per-type gather ``params[node_type]``: ``grad [rows, ...]`` summed into ``[M, ...]`` by type
-    (``grad`` itself when ``node_type`` is None, i.e. row ``n`` is of type ``n``)."""
-    if node_type is None:
-        return grad
-    return grad.new_zeros(num_types, *grad.shape[1:]).index_add_(0, node_type, grad)
-
-
-def _sum_rows(grad: Tensor, node_type: Tensor | None, num_types: int) -> Tensor:
-    """Gradient of :func:`_rows`: ``grad`` (node-major ``[N, B, ...]`` or flat ``[rows, ...]``) -> ``[M, ...]``."""
-    return _to_types(grad.sum(1) if grad.dim() == 3 else grad, node_type, num_types)
-
-
-class _TypedUpdate(torch.autograd.Function):
-    """``LN(h + dropout(ReLU(message + bias))) * scale + shift`` with per-node-type ``bias, scale, shift``.
-
-    ``h, message``: node-major ``[N, B, H]`` (dense backend) or flattened ``[B*N, H]`` (pyg backend);
-    ``bias, scale, shift: [M, H]`` per node type, and ``node_type: LongTensor[N or B*N]`` (None: node ``n`` is of
-    type ``n``). Forward and backward are about ten kernels each, in one autograd node: the per-type affine cannot
-    go into ``F.layer_norm`` (its weight is per channel only), and left to autograd the same maths costs 14 nodes
-    plus the parameter gathers, whose bookkeeping dominates on tensors this small.
-
-    The dropout mask is drawn in sample-major order (``[B, N, H]``) in both layouts, so that both backends draw the
-    same mask from the same seed.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, message: Tensor, bias: Tensor, scale: Tensor, shift: Tensor,
-                node_type: Tensor | None, dropout: float) -> Tensor:
-        node_major, num_types = h.dim() == 3, bias.shape[0]
-        bias, scale, shift = (_rows(p, node_type, node_major) for p in (bias, scale, shift))
-        active = torch.add(message, bias).relu_()
-        keep = None
-        if dropout > 0:
-            shape = active.shape if not node_major else (active.shape[1], active.shape[0], active.shape[2])
-            keep = active.new_empty(shape).bernoulli_(1.0 - dropout).div_(1.0 - dropout)
-            keep = keep.transpose(0, 1) if node_major else keep
-        summed = h + (active if keep is None else active * keep)
-        # LayerNorm statistics in two passes: 1.5x faster than torch.native_layer_norm's CPU kernel on [*, 64] rows
-        mean = summed.mean(-1, keepdim=True)
-        normed = summed - mean
-        rstd = (normed * normed).mean(-1, keepdim=True).add_(1e-5).rsqrt_()
-        normed.mul_(rstd)
-        ctx.save_for_backward(active, keep, summed, normed, mean, rstd, scale, node_type)
-        ctx.num_types = num_types
-        return torch.addcmul(shift, normed, scale)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        active, keep, summed, normed, mean, rstd, scale, node_type = ctx.saved_tensors
-        types = ctx.num_types
-        grad_shift = _sum_rows(grad, node_type, types)
-        grad_scale = _sum_rows(grad * normed, node_type, types)
-        grad_summed = torch.ops.aten.native_layer_norm_backward(
-            grad * scale, summed, summed.shape[-1:], mean, rstd, None, None, [True, False, False])[0]
-        grad_active = grad_summed if keep is None else grad_summed * keep
-        grad_message = torch.ops.aten.threshold_backward(grad_active, active, 0)
-        return (grad_summed, grad_message, _sum_rows(grad_message, node_type, types), grad_scale, grad_shift,
-                None, None)
-
-
-class _TypedLinear(torch.autograd.Function):
-    """Per-node-type input projection into the node-major layout: ``out[n, b] = x[b, n] W_τ(n)ᵀ + b_τ(n)``.
-
-    Inputs: ``x: [B, N, D]``, ``node_type: LongTensor[N]`` (None: node ``n`` is of type ``n``), then the ``M``
-    weights ``[H, D]`` followed by the ``M`` biases ``[H]`` (the modalities' ``nn.Linear`` parameters, passed as
-    they are). Returns ``[N, B, H]``: one ``baddbmm`` of ``N`` matrices ``[B, D] x [D, H]``, reading ``x`` through a
-    transposed view; the stacking and the per-type gradients stay inside this one autograd node.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, node_type: Tensor | None, *params: Tensor) -> Tensor:
-        types = len(params) // 2
-        weight, bias = torch.stack(params[:types]), torch.stack(params[types:])  # [M, H, D], [M, H]
-        if node_type is not None:
-            weight, bias = weight[node_type], bias[node_type]  # [N, H, D], [N, H]
-        ctx.save_for_backward(x, weight, node_type)
-        ctx.types = types
-        return torch.baddbmm(bias.unsqueeze(1), x.transpose(0, 1), weight.transpose(1, 2))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, node_type = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight).transpose(0, 1) if ctx.needs_input_grad[0] else None  # [B, N, D]
-        grad_weight = torch.bmm(grad.transpose(1, 2), x.transpose(0, 1))  # [N, H, D]
-        grad_weight = _to_types(grad_weight, node_type, ctx.types)  # [M, H, D]
-        grad_bias = _to_types(grad.sum(1), node_type, ctx.types)  # [M, H]
-        return grad_x, None, *grad_weight.unbind(0), *grad_bias.unbind(0)
-
-
-class _AttentionReadout(torch.autograd.Function):
-    """``Σ_n softmax_n(w · h_n + c) h_n`` over the present nodes of each sample, in one autograd node.
-
-    Inputs: node-major ``h: [N, B, H]``, the gate's ``weight: [1, H]`` and ``bias: [1]`` (PyG
-    ``AttentionalAggregation.gate_nn``), ``present: BoolTensor[N, B]`` (None: every node present). Returns
-    ``(fused [B, H], weights [N, B])``; the weights are for explanations and not differentiable. The softmax runs over
-    the outer node dim.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, present: Tensor | None) -> tuple[Tensor, Tensor]:
-        nodes, batch, hidden = h.shape
-        scores = torch.addmv(bias, h.view(-1, hidden), weight.view(-1)).view(nodes, batch)
-        weights = torch.softmax(scores, 0) if present is None else _masked_softmax(scores, present, dim=0)
-        ctx.save_for_backward(h, weight, weights)
-        ctx.mark_non_differentiable(weights)
-        ctx.set_materialize_grads(False)
-        return (weights.unsqueeze(-1) * h).sum(0), weights
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor | None, _grad_weights: None) -> tuple[Tensor | None, ...]:
-        if grad is None:
-            return None, None, None, None
-        h, weight, weights = ctx.saved_tensors
-        grad_scores = torch._softmax_backward_data((h * grad).sum(-1), weights, 0, weights.dtype)  # [N, B]
-        grad_h = torch.addcmul(grad_scores.unsqueeze(-1) * weight, weights.unsqueeze(-1), grad)
-        grad_weight = torch.mv(h.view(-1, h.shape[-1]).t(), grad_scores.view(-1)).view_as(weight)
-        return grad_h, grad_weight, grad_scores.sum().view(1), None
 
 
 def _stack(tensors: list[Tensor]) -> Tensor:
@@ -408,8 +165,17 @@ class HeteroGNNLayer(nn.Module):
             node_type: the type of each row of the node dim (``[N]`` or ``[B * N]``), or None when node ``n`` is
                 of type ``n`` (static node-major layout): then the per-type parameters broadcast without a gather.
         """
-        return _TypedUpdate.apply(h, message, self.type_bias, self.norm_weight, self.norm_bias, node_type,
-                                  self.dropout if self.training else 0.0)
+        node_major = h.dim() == 3
+        bias, scale, shift = (_rows(p, node_type, node_major) for p in (self.type_bias, self.norm_weight,
+                                                                        self.norm_bias))
+        active = torch.relu(message + bias)
+        if self.training and self.dropout > 0:
+            # the mask is drawn sample-major ([B, N, H]) in both layouts: both backends draw it from the same seed
+            shape = (active.shape[1], active.shape[0], active.shape[2]) if node_major else active.shape
+            keep = active.new_empty(shape).bernoulli_(1.0 - self.dropout).div_(1.0 - self.dropout)
+            active = active * (keep.transpose(0, 1) if node_major else keep)
+        # the per-type affine cannot go into F.layer_norm (its weight is per channel only)
+        return torch.addcmul(shift, F.layer_norm(h + active, h.shape[-1:]), scale)
 
     # ------------------------------------------------------------------ dense backend
     def dense_messages(self, h: Tensor, adjacency: Tensor, is_dst: Tensor, complete: bool = False
@@ -433,12 +199,16 @@ class HeteroGNNLayer(nn.Module):
             return torch.zeros_like(h), h.new_zeros(batch, 0, 1, num_nodes, num_nodes)
         heads, channels, relations = self.heads, self.hidden // self.heads, len(convs)
         if self.kind == "gat":
-            # the parameters go in as they are (no view or stack nodes for autograd to walk) when R = 1
-            weight = _cat([c.lin.weight for c in convs])  # [R*K*C, H]
-            att_src, att_dst = _cat([c.att_src for c in convs]), _cat([c.att_dst for c in convs])  # [R, K, C]
-            invalid = None if complete else ~adjacency.permute(3, 0, 1, 2).unsqueeze(3)  # [N (j), B, R, 1, N (i)]
-            message, coeff = _GATMessages.apply(h, weight, att_src, att_dst, invalid, convs[0].negative_slope)
-            return message, coeff.permute(1, 2, 3, 4, 0)
+            sources, score_src, score_dst = self._gat_project(h)  # [N, B, R, K, C], [N, B, R, K] twice
+            # [N (j), B, R, K, N (i)]: the softmax runs over the outer source dim
+            logits = F.leaky_relu(score_src.unsqueeze(-1) + score_dst.permute(1, 2, 3, 0),
+                                  convs[0].negative_slope)
+            if complete:
+                coeff = torch.softmax(logits, 0)
+            else:
+                coeff = _masked_softmax(logits, adjacency.permute(3, 0, 1, 2).unsqueeze(3), dim=0)
+            coeff = coeff.permute(1, 2, 3, 4, 0)  # [B, R, K, N (i), N (j)], a view
+            return _aggregate(coeff, sources), coeff
         if self.kind == "gatv2":
             weight = torch.cat([c.lin_l.weight for c in convs] + [c.lin_r.weight for c in convs])  # [2 * R*K*C, H]
             sources, targets = F.linear(h, weight).view(num_nodes, batch, 2, relations, heads, channels).unbind(2)
@@ -459,7 +229,25 @@ class HeteroGNNLayer(nn.Module):
                 inv_sqrt = (adj.sum(-1) + (~is_dst).to(h.dtype)).clamp(min=1.0).rsqrt()  # [B, R, N]
                 coeff = adj * inv_sqrt.unsqueeze(-1) * inv_sqrt.unsqueeze(-2)
             coeff = coeff.unsqueeze(2)  # [B or 1, R, 1, N, N]
-        return _Aggregate.apply(coeff, sources), coeff.expand(batch, -1, -1, -1, -1)
+        return _aggregate(coeff, sources), coeff.expand(batch, -1, -1, -1, -1)
+
+    def _gat_project(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """GAT features and attention scores of every relation and head from one matmul.
+
+        Since ``(h W) · a = h (Wᵀ a)``, the attention vectors fold into the weights. ``h: [..., H]`` ->
+        ``(sources [..., R, K, C], score_src [..., R, K], score_dst [..., R, K])``.
+        """
+        convs = self._convs()
+        relations, heads, channels = len(convs), self.heads, self.hidden // self.heads
+        weight = _cat([c.lin.weight for c in convs]).view(relations, heads, channels, -1)  # [R, K, C, H]
+        att = torch.stack([_cat([c.att_src for c in convs]), _cat([c.att_dst for c in convs])])  # [2, R, K, C]
+        folded = (att.unsqueeze(-1) * weight).sum(3)  # [2 (src, dst), R, K, H]
+        projected = F.linear(h, torch.cat([weight.flatten(0, 2), folded.flatten(0, 2)]))  # [..., R*K*C + 2*R*K]
+        lead = h.shape[:-1]
+        sources = projected[..., :relations * heads * channels].reshape(*lead, relations, heads, channels)
+        score_src, score_dst = projected[..., relations * heads * channels:].reshape(
+            *lead, 2, relations, heads).unbind(-3)
+        return sources, score_src, score_dst
 
     # ------------------------------------------------------------------ pyg backend
     def pyg_messages(self, x: Tensor, edge_index: Mapping[str, Tensor], is_dst_flat: Tensor) -> Tensor:
@@ -506,9 +294,9 @@ class GraphReadout(nn.Module):
         weights [B, N])``. Every reduction runs over the outer node dim."""
         present = None if node_mask is None else node_mask.t()  # [N, B]
         if self.kind == "attention":
-            gate = self.aggr.gate_nn
-            fused, weights = _AttentionReadout.apply(h, gate.weight, gate.bias, present)
-            return fused, weights.t()
+            scores = self.aggr.gate_nn(h).squeeze(-1)  # [N, B]
+            weights = torch.softmax(scores, 0) if present is None else _masked_softmax(scores, present, dim=0)
+            return (weights.unsqueeze(-1) * h).sum(0), weights.t()
         if self.kind == "max":
             if present is None:
                 fused = h.amax(0)
@@ -728,8 +516,6 @@ class MultiModalGNN(nn.Module):
     def _embed(self, inputs, mask, step_mask) -> tuple[Tensor, Tensor | None, GraphLayout]:
         """Validate, project each modality to ``H`` and lay the nodes out: node-major ``h [N, B, H]``,
         ``node_mask [B, N]`` (None when no mask was given: every node present)."""
-        # a stacked [B, M, D] tensor is already the node tensor: no need to split and concatenate it again
-        stacked = inputs if isinstance(inputs, Tensor) and inputs.dim() == 3 else None
         inputs = self._as_dict(inputs)
         batch = _check_inputs(inputs, self.modalities)
         steps = [x.shape[1] if x.dim() == 3 else 1 for x in inputs.values()]
@@ -746,24 +532,15 @@ class MultiModalGNN(nn.Module):
             _check_values(inputs, node_mask, layout, self.modalities)
         if all_present:
             node_mask = None
-        sequences = [x if x.dim() == 3 else x.unsqueeze(1) for x in inputs.values()]  # [B, T_m, d_m]
-        if len({x.shape[-1] for x in sequences}) == 1:
-            # one batched projection, N matmuls [B, D] x [D, H]: node n uses its type's weights
-            x = stacked if stacked is not None else torch.cat(sequences, dim=1)  # [B, N, D]
+        # one call of each modality's nn.Linear (a module call, so that int8 dynamic quantisation can swap it)
+        projected = []
+        for (name, x), first in zip(inputs.items(), layout.offsets()):
+            x = x if x.dim() == 3 else x.unsqueeze(1)  # [B, T_m, d_m]
             if node_mask is not None:
-                x = torch.where(node_mask.unsqueeze(-1), x, torch.zeros_like(x))
-            node_type = layout.node_type if layout.num_nodes != len(self.modalities) else None
-            projections = self.input_proj.values()
-            h = _TypedLinear.apply(x, node_type, *[p.weight for p in projections], *[p.bias for p in projections])
-        else:
-            projected = []
-            for m, (name, x) in enumerate(zip(self.modalities, sequences)):
-                if node_mask is not None:
-                    present = node_mask[:, layout.node_type == m].unsqueeze(-1)  # [B, T_m, 1]
-                    x = torch.where(present, x, torch.zeros_like(x))
-                projected.append(self.input_proj[name](x.transpose(0, 1)))  # [T_m, B, H]
-            h = torch.cat(projected, dim=0)
-        return h, node_mask, layout
+                present = node_mask[:, first:first + x.shape[1]].unsqueeze(-1)  # [B, T_m, 1]
+                x = torch.where(present, x, torch.zeros_like(x))
+            projected.append(self.input_proj[name](x.transpose(0, 1)))  # [T_m, B, H]
+        return torch.cat(projected, dim=0), node_mask, layout
 
     def _as_dict(self, inputs) -> dict[str, Tensor]:
         if isinstance(inputs, Tensor):

@@ -1,5 +1,6 @@
 """MultiModalGNN: shapes, backend equivalence, masks, gradients, determinism, validation, learning."""
 
+import copy
 import itertools
 
 import pytest
@@ -11,6 +12,12 @@ from mmgraph import MultiModalGNN, explanation_to_networkx
 CONVS = ["gcn", "gat", "gatv2", "sage"]
 READOUTS = ["mean", "max", "sum", "attention"]
 DIMS = {"text": 6, "image": 5, "audio": 3}
+SEQ = {"a": 4, "b": 3}
+
+
+def seq_inputs(batch=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(batch, 6, 4, generator=gen), "b": torch.randn(batch, 3, 3, generator=gen)}
 
 
 def make_inputs(batch=7, seed=0, dims=DIMS):
@@ -119,84 +126,51 @@ def test_gradients_reach_every_parameter(conv, readout):
         assert p.grad.abs().sum() > 0, name
 
 
+def outputs_and_gradients(model, inputs, mask=None, step_mask=None):
+    """The output of ``model`` and the gradients of a loss on it w.r.t. every parameter and input."""
+    inputs = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    model.zero_grad()
+    out = model(inputs, mask, step_mask)
+    out.pow(2).sum().backward()
+    return out.detach(), {name: p.grad for name, p in model.named_parameters()} | {
+        f"inputs[{name}]": x.grad for name, x in inputs.items()}
+
+
+def assert_backends_agree(reference, inputs, mask=None, step_mask=None, backends=("pyg",)):
+    """Every backend in ``backends``, loaded with ``reference``'s weights, gives its output and gradients to 1e-4."""
+    expected, expected_grads = outputs_and_gradients(reference, inputs, mask, step_mask)
+    for backend in backends:
+        other = copy.deepcopy(reference)
+        other.backend = backend
+        out, grads = outputs_and_gradients(other, inputs, mask, step_mask)
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=0, msg=f"{backend}: output")
+        assert grads.keys() == expected_grads.keys()
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(grads[name], grad, atol=1e-4, rtol=1e-4, msg=f"{backend}: {name}")
+
+
 @pytest.mark.parametrize("conv", CONVS)
 @pytest.mark.parametrize("relations", ["complete", "star:audio"])
-def test_backends_agree_on_gradients(conv, relations):
-    # the dense path's GAT messages and the update have hand-written backward passes; PyG's autograd is the reference
+def test_backends_agree_on_outputs_and_gradients(conv, relations):
+    # the pyg backend runs PyG's own convs under autograd: the reference for the dense path
     dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, relations=relations))
-    pyg = MultiModalGNN(DIMS, hidden=8, heads=2, conv=conv, relations=relations, backend="pyg")
-    pyg.load_state_dict(dense.state_dict())
     for mask in (None, random_mask()):
-        inputs = {k: v.requires_grad_() for k, v in make_inputs().items()}
-        grads = []
-        for model in (dense, pyg):
-            model.zero_grad()
-            model(inputs, mask).pow(2).sum().backward()
-            grads.append({name: p.grad.clone() for name, p in model.named_parameters()}
-                         | {name: x.grad.clone() for name, x in inputs.items()})
-            for x in inputs.values():
-                x.grad = None
-        assert grads[0].keys() == grads[1].keys()
-        for name in grads[0]:
-            torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-4, rtol=1e-4, msg=name)
+        assert_backends_agree(dense, make_inputs(), mask)
 
 
-@pytest.mark.parametrize("masked", ["none", "shared", "per_sample"])
-def test_gat_messages_backward_matches_numerical_gradient(masked):
-    from mmgraph.gnn import _GATMessages
-
-    gen = torch.Generator().manual_seed(0)
-    batch, nodes, relations, heads, channels, hidden = 3, 4, 2, 2, 3, 5
-    tensors = [torch.randn(shape, generator=gen, dtype=torch.double, requires_grad=True) for shape in
-               [(nodes, batch, hidden), (relations * heads * channels, hidden), (relations, heads, channels),
-                (relations, heads, channels)]]
-    invalid = torch.rand(nodes, batch, relations, 1, nodes, generator=gen) < 0.4  # [src j, B, R, 1, dst i]
-    invalid[:, 0, 0, :, 1] = True  # a destination without any edge
-    invalid = {"none": None, "shared": invalid[:, :1], "per_sample": invalid}[masked]
-    assert torch.autograd.gradcheck(lambda *t: _GATMessages.apply(*t, invalid, 0.2)[0], tensors)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_backends_agree_on_gradients_for_every_readout(readout):
+    dense = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, readout=readout))
+    assert_backends_agree(dense, make_inputs(), random_mask())
 
 
-@pytest.mark.parametrize("layout", ["node_major", "node_major_gathered", "flat"])
-def test_typed_update_backward_matches_numerical_gradient(layout):
-    from mmgraph.gnn import _TypedUpdate
-
-    gen = torch.Generator().manual_seed(0)
-    batch, types, hidden = 3, 4, 5
-    node_type = {"node_major": None,  # node n is of type n
-                 "node_major_gathered": torch.tensor([0, 2, 2, 1, 3, 0]),  # e.g. sequence steps
-                 "flat": torch.tensor([0, 3, 1, 2]).repeat(batch)}[layout]  # pyg: [B * N] rows
-    nodes = types if node_type is None else len(node_type) if layout != "flat" else None
-    shape = (batch * types, hidden) if layout == "flat" else (nodes, batch, hidden)
-    tensors = [torch.randn(s, generator=gen, dtype=torch.double, requires_grad=True)
-               for s in (shape, shape, (types, hidden), (types, hidden), (types, hidden))]
-    assert torch.autograd.gradcheck(lambda *t: _TypedUpdate.apply(*t, node_type, 0.0), tensors)
-
-
-@pytest.mark.parametrize("node_type", [None, [1, 1, 0, 2, 2, 2]])
-def test_typed_linear_backward_matches_numerical_gradient(node_type):
-    from mmgraph.gnn import _TypedLinear
-
-    gen = torch.Generator().manual_seed(0)
-    batch, types, dim, hidden = 3, 3, 4, 5
-    node_type = None if node_type is None else torch.tensor(node_type)
-    nodes = types if node_type is None else len(node_type)
-    shapes = [(batch, nodes, dim)] + [(hidden, dim)] * types + [(hidden,)] * types
-    tensors = [torch.randn(s, generator=gen, dtype=torch.double, requires_grad=True) for s in shapes]
-    assert torch.autograd.gradcheck(lambda x, *p: _TypedLinear.apply(x, node_type, *p), tensors)
-
-
-@pytest.mark.parametrize("masked", [False, True])
-def test_attention_readout_backward_matches_numerical_gradient(masked):
-    from mmgraph.gnn import _AttentionReadout
-
-    gen = torch.Generator().manual_seed(0)
-    nodes, batch, hidden = 4, 3, 5
-    tensors = [torch.randn(s, generator=gen, dtype=torch.double, requires_grad=True)
-               for s in ((nodes, batch, hidden), (1, hidden), (1,))]
-    present = torch.rand(nodes, batch, generator=gen) < 0.6 if masked else None
-    if masked:
-        present[0] = True  # every sample keeps a node
-    assert torch.autograd.gradcheck(lambda *t: _AttentionReadout.apply(*t, present)[0], tensors)
+@pytest.mark.parametrize("conv", CONVS)
+def test_backends_agree_on_gradients_with_step_masks(conv):
+    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2))
+    lengths = torch.tensor([6, 1, 3, 5, 2])
+    step_mask = {"a": torch.arange(6).expand(5, 6) < lengths[:, None]}
+    mask = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
+    assert_backends_agree(dense, seq_inputs(), mask, step_mask)
 
 
 def test_dropout_acts_in_training_only():
@@ -328,14 +302,6 @@ def test_learns_cross_modal_interaction_task(conv):
 
 
 # ---------------------------------------------------------------------- temporal graphs
-SEQ = {"a": 4, "b": 3}
-
-
-def seq_inputs(batch=5, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return {"a": torch.randn(batch, 6, 4, generator=gen), "b": torch.randn(batch, 3, 3, generator=gen)}
-
-
 @pytest.mark.parametrize("conv", CONVS)
 def test_temporal_backends_agree_with_padding_and_masks(conv):
     dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, temporal_window=2)).eval()
