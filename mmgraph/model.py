@@ -169,6 +169,9 @@ class FusionModel(nn.Module):
                             f"with out_dim={fused_dim!r}")
         self.heads = nn.ModuleDict({
             task: _head(fused_dim, classes or 1, head_hidden, head_dropout) for task, classes in self.tasks.items()})
+        gnn = getattr(self.fusion, "gnn", None)
+        if gnn is not None:  # lay out the static graph now: torch.export cannot build it while tracing
+            gnn.graph.layout(temporal_window=gnn.temporal_window)
 
     @classmethod
     def from_dataset(cls, dataset, fusion: str, dim: int = 64, encoder: str = "mlp",
