@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (once) and activate the project's virtual environment in .venv, then install mmgraph with its test
-# dependencies and the optional `export` extra (ONNX export checked with onnxruntime). torch is pinned first: an unpinned torch would pull a multi-GB CUDA build.
+# dependencies and the optional `export` extra (ONNX export, checked with onnxruntime). torch is pinned first: an
+# unpinned torch would pull a multi-GB CUDA build.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${MMGRAPH_VENV:-$root/.venv}"
