@@ -657,6 +657,9 @@ def _parser() -> argparse.ArgumentParser:
                              "and far faster than with threads competing for busy cores)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/DATASET-FUSION)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch log, only the summary")
+    parser.add_argument("--explain", type=int, default=0, metavar="N",
+                        help="write explain_<i>.png (the modality graph: readout weights, attention) for the first N "
+                             "test samples; needs the gnn fusion")
     return parser
 
 
@@ -669,6 +672,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads: expected an int >= 1, got {args.threads}")
+    if args.explain < 0 or (args.explain and args.fusion != "gnn"):
+        parser.error(f"--explain: expected N >= 0 with --fusion gnn, got {args.explain} with {args.fusion!r}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     started = time.perf_counter()
@@ -691,6 +696,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test": _jsonable(test_metrics), "fit_time_s": result.time_s, "total_time_s": time.perf_counter() - started,
     }
     out.mkdir(parents=True, exist_ok=True)
+    if args.explain:
+        report["explanations"] = [str(path) for path in _write_explanations(model, test, args.explain, out)]
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     summary = ", ".join(
         f"{task} accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}" if "accuracy" in m
@@ -698,6 +705,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{args.dataset} / {args.fusion}: test {summary} (best epoch {result.best_epoch} of "
           f"{result.epochs_run}, {report['total_time_s']:.1f}s) -> {out}")
     return report
+
+
+def _write_explanations(model: nn.Module, test, count: int, out: Path) -> list[Path]:
+    """``explain_<i>.png`` for the first ``count`` test samples (fewer if the test set is smaller)."""
+    import matplotlib.pyplot as plt
+
+    from mmgraph.viz import plot_explanation
+
+    batch = test[torch.arange(min(count, len(test)))]
+    model.cpu()
+    explanation = model.explain(batch.inputs, batch.named_mask, batch.step_mask)
+    paths = []
+    for sample in range(len(batch)):
+        figure = plot_explanation(explanation, sample=sample)
+        paths.append(out / f"explain_{sample}.png")
+        figure.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(figure)
+    return paths
 
 
 def _jsonable(value: Any) -> Any:

@@ -285,3 +285,15 @@ def test_int8_dynamic_quantisation_and_magnitude_pruning_keep_the_outputs_close(
     zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
     assert zeros == pytest.approx(0.5, abs=0.02)
     assert not torch.equal(pruned(inputs)["label"], eager)  # the pruned weights are the ones the model uses
+
+
+def test_cli_explain_writes_one_png_per_test_sample(tmp_path):
+    from mmgraph.train import main
+
+    report = main(["--dataset", "synthetic-interaction", "--fusion", "gnn", "--epochs", "1", "--samples", "200",
+                   "--dim", "8", "--out", str(tmp_path), "--quiet", "--explain", "3"])
+    paths = [Path(path) for path in report["explanations"]]
+    assert [path.name for path in paths] == ["explain_0.png", "explain_1.png", "explain_2.png"]
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in paths)
+    with pytest.raises(SystemExit):
+        main(["--dataset", "synthetic-interaction", "--fusion", "concat", "--explain", "2"])
