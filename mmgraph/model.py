@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmgraph.data.dataset import _check_class_names
 from mmgraph.fusion import build_fusion
 from mmgraph.io import load_file, save_file
 
@@ -440,22 +441,14 @@ class FusionModel(nn.Module):
         """The mask as ``BoolTensor[B, M]`` in ``self.modalities`` order. A dict is matched by name; a positional
         mask is read in model order and refused when ``inputs`` come in another order (unless nothing is
         masked, where order cannot matter)."""
-        if isinstance(mask, Mapping):
-            unknown = [name for name in mask if name not in self.modalities]
-            if unknown:
-                raise ValueError(f"mask: unknown modalities {unknown}; expected a subset of {self.modalities}")
-            for name, column in mask.items():
-                if not isinstance(column, Tensor) or column.dtype != torch.bool or tuple(column.shape) != (batch,):
-                    raise TypeError(f"mask[{name!r}]: expected a BoolTensor of shape ({batch},), got "
-                                    f"{_describe(column)}")
-            present = torch.ones(batch, dtype=torch.bool, device=device)
-            return torch.stack([mask[name].to(device) if name in mask else present for name in self.modalities], 1)
-        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        from mmgraph.gnn import _check_mask  # the GNN's own boundary check: dict by name, tensor [B, M]
+
+        if not isinstance(mask, Mapping) and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
             raise TypeError(f"mask: expected a BoolTensor [B, M] (True = present) or a dict {{modality: "
                             f"BoolTensor[B]}}, got {_describe(mask)}")
-        if tuple(mask.shape) != (batch, len(self.modalities)):
-            raise ValueError(f"mask: expected shape ({batch}, {len(self.modalities)}) = [B, M] in the order "
-                             f"{self.modalities}, got {tuple(mask.shape)}")
+        checked = _check_mask(mask, dict.fromkeys(self.modalities), batch, device)
+        if isinstance(mask, Mapping):
+            return checked
         if order != self.modalities and (torch.compiler.is_compiling() or not bool(mask.all())):
             raise ValueError(f"mask: a [B, M] mask is read in the model's modality order {self.modalities}, but "
                              f"inputs come in the order {order}; pass the mask by name as {{modality: "
@@ -474,17 +467,6 @@ def _head(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.M
 def _check_int(arg: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
-
-
-def _check_class_names(class_names: Mapping[str, Sequence[str]] | None, tasks: dict[str, int]
-                       ) -> dict[str, list[str]]:
-    checked: dict[str, list[str]] = {}
-    for task, names in (class_names or {}).items():
-        if task not in tasks or len(names) != tasks[task]:
-            raise ValueError(f"class_names[{task!r}]: expected {tasks.get(task, 'no')} names for the task's classes "
-                             f"(tasks {tasks}), got {list(names)!r}"[:300])
-        checked[task] = [str(name) for name in names]
-    return checked
 
 
 def _check_plain(where: str, value: Any) -> None:
