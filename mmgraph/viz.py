@@ -65,7 +65,7 @@ def plot_explanation(explanation: Mapping[str, Any], sample: int = 0, layer: int
                            arrowsize=10, connectionstyle="arc3,rad=0.12", node_size=sizes)
     for node, (x, y) in positions.items():  # labels outside the circle, aligned away from it
         align = "left" if x > 0.3 else "right" if x < -0.3 else "center"
-        ax.text(1.25 * x, 1.3 * y, f"{node}\nreadout {graph.nodes[node]['readout']:.2f}\nself "
+        ax.text(1.3 * x, 1.45 * y, f"{node}\nreadout {graph.nodes[node]['readout']:.2f}\nself "
                 f"{self_weight[node]:.2f}", ha=align, va="center", fontsize=8)
     depth = len(edges) + layer if layer < 0 else layer
     ax.set_title(f"sample {sample}, layer {depth + 1} of {len(edges)}: node size = readout weight, "
