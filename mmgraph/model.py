@@ -266,6 +266,7 @@ class FusionModel(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> FusionModel:
         """Rebuild a model written by :meth:`save` (in eval mode), reading it with ``weights_only=True``.
+        ``model.versions`` holds the mmgraph and torch versions that wrote the file.
 
         Raises:
             FileNotFoundError: no file at ``path``.
