@@ -157,6 +157,23 @@ def test_string_labels_round_trip_through_fit_save_load_and_predict(tmp_path):
     assert accuracy == pytest.approx((predict(loaded, test)["label"] == "yes").mean())
 
 
+def test_string_labels_follow_given_class_names_and_unknown_labels_are_named():
+    features, labels, _ = _toy(labels=np.array(["cat", "ant"]))
+    dataset = MultiModalDataset(features, labels, class_names={"label": ["cat", "ant"]})
+    assert torch.equal(dataset.labels(), torch.from_numpy((labels == "ant").astype(np.int64)))
+    with pytest.raises(ValueError, match=r"labels \['cat'\] are not in class_names"):
+        MultiModalDataset(features, labels, class_names={"label": ["ant", "bee"]})
+
+
+def test_standardize_statistics_ignore_nan_placeholders_of_masked_entries():
+    features, y, present = _toy()
+    with_nan = {name: x.copy() for name, x in features.items()}
+    with_nan["b"][~present[:, 1]] = np.nan
+    clean = standardization_stats(MultiModalDataset(features, y, mask=present))
+    placeholders = standardization_stats(MultiModalDataset(with_nan, y, mask=present))
+    assert all(torch.equal(clean[m][i], placeholders[m][i]) for m in clean for i in (0, 1))
+
+
 def test_predict_gives_probabilities_logits_and_regression_values():
     features, y, _ = _toy()
     target = features["a"][:, 1] * 2.0
