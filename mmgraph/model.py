@@ -7,28 +7,63 @@
 
 Every fusion method (the GNN included) is called the same way, so swapping ``fusion="concat"`` for ``fusion="gnn"``
 changes nothing else: same encoders, same heads, same training loop.
+
+Everything that crosses the model boundary is matched by modality name: ``inputs`` is a dict, a mask may be a dict
+``{modality: BoolTensor[B]}``, and a positional ``[B, M]`` mask is read in ``model.modalities`` order only. A model
+built from encoder specs and a fusion name (as :meth:`FusionModel.from_dataset` does) is self-describing:
+:meth:`FusionModel.save` writes weights, constructor config, preprocessing statistics and class names to one
+checksummed file and :meth:`FusionModel.load` rebuilds it with no data at hand.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from mmgraph.data.dataset import _check_class_names
 from mmgraph.fusion import build_fusion
+from mmgraph.io import load_file, save_file
 
-__all__ = ["FusionModel"]
+__all__ = ["FusionModel", "Standardize"]
+
+MODEL_FORMAT = 1
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with the statistics as buffers (saved and moved with the model).
+
+    Shapes: ``mean``, ``std`` broadcast against ``x: [B, ...]`` (``[1, F]``, ``[1, 1, F]``, ``[1, C, 1, 1]``).
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        if not isinstance(mean, Tensor) or not isinstance(std, Tensor) or mean.shape != std.shape:
+            raise ValueError(f"input_stats: expected (mean, std) tensors of one shape, got {_describe(mean)} and "
+                             f"{_describe(std)}")
+        self.register_buffer("mean", mean.detach().float().clone())
+        self.register_buffer("std", std.detach().float().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.mean.shape)}"
 
 
 class FusionModel(nn.Module):
     """Encoders + fusion + task heads, for single- and multi-task learning with a shared trunk.
 
     Args:
-        encoders: ``{modality: module}``; each maps its input ``[B, ...]`` to ``[B, dim]`` (or ``[B, T, dim]`` for
-            sequence encoders). Their order fixes the modality order ``M`` of ``nodes`` and ``mask``.
+        encoders: ``{modality: module or spec}``; each maps its input ``[B, ...]`` to ``[B, dim]`` (or
+            ``[B, T, dim]`` for sequence encoders). A spec ``{"name": "mlp", "in_dim": 76, ...}`` is built as
+            ``build_encoder(name, dim, **rest)`` and recorded, so that the model can be saved. Their order fixes the
+            modality order ``M`` of ``nodes`` and of a positional ``mask``.
         fusion: a registered fusion name (see :func:`mmgraph.fusion.available_fusions`), built as
             ``build_fusion(fusion, M, dim, **fusion_kwargs)`` (``"gnn"`` also gets ``names=list(encoders)``), or an
             already built module with ``forward(nodes, mask) -> [B, out_dim]`` and an ``out_dim`` attribute.
@@ -39,11 +74,16 @@ class FusionModel(nn.Module):
             probability; at least one modality of every sample is always kept. Off in eval mode.
         head_hidden: if given, every head is an MLP ``Linear(H, head_hidden) -> ReLU -> Linear``; else one Linear.
         head_dropout: dropout on the fused vector (and on the hidden layer of MLP heads).
+        input_stats: ``{modality: (mean, std)}`` applied to raw inputs before their encoders (kept as buffers of
+            :class:`Standardize` modules, so raw features go in at train and predict time).
+        class_names: ``{task: [name of class 0, ...]}``, carried in the saved file.
+        string_labels: tasks whose labels are names: :func:`mmgraph.train.predict` returns them as strings.
 
     Shapes:
         ``forward(inputs, mask, step_mask)`` with ``inputs = {m: Tensor[B, ...]}`` (every modality of
-        ``encoders``), ``mask: BoolTensor[B, M]`` (True = present) and ``step_mask: {m: BoolTensor[B, T]}`` for
-        sequence embeddings -> ``{task: Tensor[B, C]}`` (``C = 1`` for regression).
+        ``encoders``, any key order), ``mask: BoolTensor[B, M]`` in ``modalities`` order or ``{m: BoolTensor[B]}``
+        (True = present; modalities left out are present) and ``step_mask: {m: BoolTensor[B, T]}`` for sequence
+        embeddings -> ``{task: Tensor[B, C]}`` (``C = 1`` for regression).
 
     Example:
         >>> model = FusionModel({"a": nn.Linear(10, 64), "b": nn.Linear(5, 64)}, "gnn", {"label": 3})
@@ -60,14 +100,18 @@ class FusionModel(nn.Module):
         modality_dropout: float = 0.0,
         head_hidden: int | None = None,
         head_dropout: float = 0.0,
+        input_stats: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+        class_names: Mapping[str, Sequence[str]] | None = None,
+        string_labels: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not isinstance(encoders, Mapping) or not encoders:
             raise TypeError(f"encoders: expected a non-empty dict {{modality: nn.Module}}, got {encoders!r}")
         for name, encoder in encoders.items():
-            if not isinstance(name, str) or not isinstance(encoder, nn.Module):
-                raise TypeError(f"encoders[{name!r}]: expected an nn.Module under a str key, "
-                                f"got {type(encoder).__name__}")
+            spec = isinstance(encoder, Mapping) and isinstance(encoder.get("name"), str)
+            if not isinstance(name, str) or not (isinstance(encoder, nn.Module) or spec):
+                raise TypeError(f"encoders[{name!r}]: expected an nn.Module or a spec {{'name': str, ...}} under a "
+                                f"str key, got {type(encoder).__name__}")
         if not isinstance(tasks, Mapping) or not tasks:
             raise TypeError(f"tasks: expected a non-empty dict {{task: num_classes}}, got {tasks!r}")
         for task, classes in tasks.items():
@@ -85,7 +129,26 @@ class FusionModel(nn.Module):
         self.tasks: dict[str, int] = dict(tasks)
         self.dim = dim
         self.modality_dropout = float(modality_dropout)
+        self.class_names: dict[str, list[str]] = _check_class_names(class_names, self.tasks)
+        self.string_labels: list[str] = list(string_labels)
+        unnamed = [t for t in self.string_labels if t not in self.class_names]
+        if unnamed:
+            raise ValueError(f"string_labels: tasks {unnamed} have no class_names")
+        self._config: dict[str, Any] = {
+            "encoders": {name: dict(e) if isinstance(e, Mapping) else None for name, e in encoders.items()},
+            "fusion": fusion if isinstance(fusion, str) else None, "tasks": dict(self.tasks), "dim": dim,
+            "fusion_kwargs": dict(fusion_kwargs or {}), "modality_dropout": self.modality_dropout,
+            "head_hidden": head_hidden, "head_dropout": float(head_dropout), "class_names": self.class_names,
+            "string_labels": list(self.string_labels)}
+        from mmgraph.encoders import build_encoder
+
+        encoders = {name: build_encoder(e["name"], dim, **{k: v for k, v in e.items() if k != "name"})
+                    if isinstance(e, Mapping) else e for name, e in encoders.items()}
         self.encoders = nn.ModuleDict(encoders)
+        unknown = [name for name in (input_stats or {}) if name not in self.modalities]
+        if unknown:
+            raise ValueError(f"input_stats: unknown modalities {unknown}; expected a subset of {self.modalities}")
+        self.scalers = nn.ModuleDict({name: Standardize(*stats) for name, stats in (input_stats or {}).items()})
         # encoders that pool a padded sequence themselves (GRU, Conv1d) take its step mask as `step_mask=`
         self._step_aware = {name for name, encoder in encoders.items()
                             if "step_mask" in inspect.signature(encoder.forward).parameters}
@@ -107,11 +170,14 @@ class FusionModel(nn.Module):
                             f"with out_dim={fused_dim!r}")
         self.heads = nn.ModuleDict({
             task: _head(fused_dim, classes or 1, head_hidden, head_dropout) for task, classes in self.tasks.items()})
+        gnn = getattr(self.fusion, "gnn", None)
+        if gnn is not None:  # lay out the static graph now: torch.export cannot build it while tracing
+            gnn.graph.layout(temporal_window=gnn.temporal_window)
 
     @classmethod
     def from_dataset(cls, dataset, fusion: str, dim: int = 64, encoder: str = "mlp",
                      fusion_kwargs: dict[str, Any] | None = None, encoder_kwargs: dict[str, Any] | None = None,
-                     **kwargs: Any) -> FusionModel:
+                     standardize: bool = False, seed: int | None = None, **kwargs: Any) -> FusionModel:
         """Build encoders from ``dataset.input_shapes`` (and dtypes) and a model for ``dataset.tasks``.
 
         Per modality, by the shape of one sample:
@@ -126,34 +192,98 @@ class FusionModel(nn.Module):
         ``encoder_kwargs`` (e.g. ``{"dropout": 0.2}``) go to every vector-modality encoder. Extra ``kwargs``
         (``modality_dropout``, ``head_hidden``, ...) go to :class:`FusionModel`. Benchmarks and the
         CLI build their models through this method, so every fusion gets the same encoders.
-        """
-        from mmgraph.encoders import build_encoder
 
+        ``standardize=True`` fits per-modality mean/std of the float features on ``dataset`` (see
+        :func:`mmgraph.data.standardization_stats`) and keeps them as buffers of the model: give it raw features
+        at train and predict time. ``seed`` makes the initialisation reproducible (without touching the global
+        RNG). The dataset's class names and string labels travel with the model.
+        """
+        from mmgraph.data import standardization_stats
+        from mmgraph.fusion.base import _REGISTRY
+
+        if not dataset.tasks:
+            raise ValueError("dataset: has no targets (built with targets=None); a model needs the tasks it "
+                             "predicts: build it from a training set with targets")
+        if fusion not in _REGISTRY:
+            raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {sorted(_REGISTRY)}")
         shapes = dict(dataset.input_shapes)
         features = dataset.features  # {modality: Tensor[N, ...]}
         floating = {name: features[name].is_floating_point() for name in shapes}
-        fusion_kwargs = dict(fusion_kwargs or {})
-        if fusion == "gnn":
-            fusion_kwargs.setdefault("names", list(shapes))
-        fused = build_fusion(fusion, len(shapes), dim, **fusion_kwargs)
         frames = [shape for name, shape in shapes.items() if len(shape) == 2 and floating[name]]
-        temporal = (getattr(fused, "supports_sequences", False) and len(frames) == len(shapes)
+        temporal = (_REGISTRY[fusion].supports_sequences and len(frames) == len(shapes)
                     and len({shape[0] for shape in frames}) == 1)
-        encoders: dict[str, nn.Module] = {}
+        encoders: dict[str, dict[str, Any]] = {}
         for name, shape in shapes.items():
             if len(shape) == 1 and floating[name]:
-                encoders[name] = build_encoder(encoder, dim, in_dim=shape[0], **(encoder_kwargs or {}))
+                encoders[name] = {"name": encoder, "in_dim": shape[0], **(encoder_kwargs or {})}
             elif len(shape) == 3 and floating[name]:
-                encoders[name] = build_encoder("cnn", dim, in_channels=shape[0])
+                encoders[name] = {"name": "cnn", "in_channels": shape[0]}
             elif len(shape) == 1:
-                encoders[name] = build_encoder("gru", dim, vocab_size=int(features[name].max()) + 1)
+                encoders[name] = {"name": "gru", "vocab_size": int(features[name].max()) + 1}
             elif len(shape) == 2 and floating[name]:
-                encoders[name] = (build_encoder("mlp", dim, in_dim=shape[1]) if temporal
-                                  else build_encoder("gru", dim, in_dim=shape[1]))
+                encoders[name] = {"name": "mlp" if temporal else "gru", "in_dim": shape[1]}
             else:
                 raise ValueError(f"dataset.input_shapes[{name!r}]: no default encoder for a per-sample shape "
                                  f"{tuple(shape)} of dtype {features[name].dtype}; build the encoders yourself")
-        return cls(encoders, fused, dict(dataset.tasks), dim=dim, **kwargs)
+        stats = standardization_stats(dataset) if standardize else None
+        kwargs = {"class_names": dataset.class_names, "string_labels": dataset.string_labels, **kwargs}
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return cls(encoders, fusion, dict(dataset.tasks), dim=dim, fusion_kwargs=fusion_kwargs,
+                       input_stats=stats, **kwargs)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this model (plain values: what :meth:`save` writes).
+
+        Raises:
+            TypeError: an encoder or the fusion was passed as a built module, so the model cannot describe itself.
+        """
+        config = self._config
+        built = [name for name, spec in config["encoders"].items() if spec is None]
+        if built or config["fusion"] is None:
+            what = f"encoders {built}" if built else "the fusion"
+            raise TypeError(f"model: {what} were given as built modules, so the model cannot be rebuilt from a "
+                            "file; build it with encoder specs and a fusion name (FusionModel.from_dataset does)")
+        return {**config, "input_stats": {name: list(scaler.mean.shape) for name, scaler in self.scalers.items()}}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model to one self-describing, checksummed file (atomic; see :mod:`mmgraph.io`).
+
+        The file holds the constructor config (encoder specs with vocabularies and input widths, fusion name and
+        kwargs, tasks, dims, class names), the weights and preprocessing buffers, and the mmgraph / torch versions.
+        Read it back with :meth:`load`, with no data at hand. Returns the path written.
+        """
+        from mmgraph import __version__
+
+        config = self.config()
+        _check_plain("config", config)
+        payload = {"format": MODEL_FORMAT, "config": config,
+                   "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+                   "versions": {"mmgraph": str(__version__), "torch": str(torch.__version__)}}
+        return save_file(path, payload, kind="model")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> FusionModel:
+        """Rebuild a model written by :meth:`save` (in eval mode), reading it with ``weights_only=True``.
+        ``model.versions`` holds the mmgraph and torch versions that wrote the file.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            mmgraph.io.CorruptFileError: the file is corrupt, truncated or not an mmgraph model (names the path).
+        """
+        from mmgraph.io import CorruptFileError
+
+        payload = load_file(path, kind="model", map_location=map_location)
+        if payload.get("format") != MODEL_FORMAT or not isinstance(payload.get("config"), dict):
+            raise CorruptFileError(f"{path}: model file format {payload.get('format')!r}, expected {MODEL_FORMAT}")
+        config = dict(payload["config"])
+        shapes = config.pop("input_stats")
+        config["input_stats"] = {name: (torch.zeros(shape), torch.ones(shape)) for name, shape in shapes.items()}
+        model = cls(**config)
+        model.load_state_dict(payload["state_dict"])
+        model.versions = dict(payload.get("versions", {}))
+        return model.to(map_location).eval()
 
     @property
     def aux_loss(self) -> Tensor | None:
@@ -164,13 +294,60 @@ class FusionModel(nn.Module):
         return f"modalities={self.modalities}, tasks={self.tasks}, dim={self.dim}, " \
                f"modality_dropout={self.modality_dropout}"
 
-    def forward(self, inputs: Mapping[str, Tensor], mask: Tensor | None = None,
+    def forward(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None = None,
                 step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Encode, fuse and predict. See the class docstring for shapes. Returns ``{task: Tensor[B, C]}``."""
+        nodes, node_mask, step_masks = self._encode(inputs, mask, step_mask)
+        if isinstance(nodes, Mapping):  # unaligned: {modality: [B, D] | [B, T_m, D]}
+            fused = self.fusion.fuse_unaligned(nodes, node_mask, step_masks)
+        else:
+            fused = self.fusion(nodes, node_mask)  # [B, H]
+        return {task: head(fused) for task, head in self.heads.items()}
+
+    @torch.no_grad()
+    def explain(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None = None,
+                step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+        """Per-sample edge attention and readout weights of the GNN fusion, with modality names.
+
+        Takes the same arguments as :meth:`forward` (raw inputs; encoders, standardisation and masks applied) and
+        returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
+        ``readout [B, N]``, ``modality_weights {modality: Tensor[B]}``, ``node_names``, ``node_mask [B, N]``,
+        ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
+        mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
+        """
+        gnn = getattr(self.fusion, "gnn", None)
+        if gnn is None or not hasattr(gnn, "explain"):
+            raise TypeError(f"explain: needs the 'gnn' fusion (attention over the modality graph); this model "
+                            f"fuses with {type(self.fusion).__name__}")
+        was_training = self.training
+        self.eval()
+        try:
+            nodes, node_mask, node_steps = self._encode(inputs, mask, step_mask)
+        finally:
+            self.train(was_training)
+        if node_mask is None:  # explicit, so every explanation carries a [B, M] node mask
+            first = next(iter(nodes.values())) if isinstance(nodes, Mapping) else nodes
+            node_mask = torch.ones(first.shape[0], len(self.modalities), dtype=torch.bool, device=first.device)
+        if node_mask.dim() == 3:  # [B, M, T]: per-step presence of sequence nodes
+            node_steps = {name: node_mask[:, m] for m, name in enumerate(self.modalities)}
+            node_mask = node_mask.any(-1)
+        explanation = gnn.explain(nodes, node_mask, node_steps)
+        explanation["modalities"] = list(self.modalities)
+        explanation["node_modality"] = [self.modalities[t] for t in explanation["node_type"].tolist()]
+        return explanation
+
+    # ------------------------------------------------------------------ internals
+    def _encode(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None,
+                step_mask: Mapping[str, Tensor] | None
+                ) -> tuple[Tensor | dict[str, Tensor], Tensor | None, dict[str, Tensor] | None]:
+        """Validate, standardise, encode and stack, modality dropout applied in training mode:
+        ``-> (nodes [B, M, D] | [B, M, T, D], mask [B, M] | [B, M, T] | None, None)``, or for unaligned modalities
+        (a fusion with ``supports_unaligned``) ``({modality: [B, D] | [B, T_m, D]}, mask [B, M] | None,
+        {modality: step mask [B, T_m]})``."""
         batch = self._check_inputs(inputs)
         device = next(iter(inputs.values())).device
         if mask is not None:
-            mask = self._check_mask(mask, batch, device)
+            mask = self._check_mask(mask, list(inputs), batch, device)
         if step_mask is not None and not isinstance(step_mask, Mapping):
             raise TypeError(f"step_mask: expected a dict {{modality: BoolTensor[B, T]}}, got "
                             f"{type(step_mask).__name__}")
@@ -182,6 +359,8 @@ class FusionModel(nn.Module):
         embeddings = []
         for m, name in enumerate(self.modalities):
             x = inputs[name]
+            if name in self.scalers:
+                x = self.scalers[name](x)
             if mask is not None:
                 # missing entries may hold NaN or garbage; zero them so no NaN reaches the encoder's gradients
                 present = mask[:, m].view(-1, *([1] * (x.dim() - 1)))
@@ -204,18 +383,14 @@ class FusionModel(nn.Module):
         if self.training and self.modality_dropout > 0.0:
             mask = self._drop_modalities(mask, batch, device)
         if all(e.dim() == 2 for e in embeddings):
-            fused = self.fusion(torch.stack(embeddings, dim=1), mask)  # nodes [B, M, D] -> [B, H]
-        elif getattr(self.fusion, "supports_unaligned", False) and len({e.shape[1:-1] for e in embeddings}) > 1:
+            return torch.stack(embeddings, dim=1), mask, None  # nodes [B, M, D]
+        if getattr(self.fusion, "supports_unaligned", False) and len({e.shape[1:-1] for e in embeddings}) > 1:
             # sequences of different lengths, or vectors mixed with sequences: passed by modality name, unstacked
             by_name = dict(zip(self.modalities, embeddings))
-            fused = self.fusion.fuse_unaligned(
-                by_name, mask, {name: steps for name, steps in step_mask.items() if by_name[name].dim() == 3})
-        else:
-            nodes, node_mask = self._stack_sequences(embeddings, mask, step_mask)  # [B, M, T, D], [B, M, T]
-            fused = self.fusion(nodes, node_mask)  # [B, H]
-        return {task: head(fused) for task, head in self.heads.items()}
+            return by_name, mask, {name: steps for name, steps in step_mask.items() if by_name[name].dim() == 3}
+        nodes, node_mask = self._stack_sequences(embeddings, mask, step_mask)  # [B, M, T, D], [B, M, T]
+        return nodes, node_mask, None
 
-    # ------------------------------------------------------------------ internals
     def _drop_modalities(self, mask: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Mask out each present modality with probability ``p``; a sample that would lose all of them keeps one
         present modality, chosen uniformly. ``-> BoolTensor[B, M]``."""
@@ -259,22 +434,34 @@ class FusionModel(nn.Module):
         unknown = [k for k in inputs if k not in self.modalities]
         if missing or unknown:
             raise ValueError(f"inputs: expected modalities {self.modalities}; missing {missing}, unknown {unknown}")
-        sizes = {}
         for name in self.modalities:
             x = inputs[name]
             if not isinstance(x, Tensor) or x.dim() == 0:
                 raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}")
-            sizes[name] = x.shape[0]
-        if len(set(sizes.values())) != 1:
+        batch = inputs[self.modalities[0]].shape[0]
+        # pairwise comparisons, not a set of sizes: traced sizes are tensors (torch.jit.trace) or symbols (export)
+        if any(inputs[name].shape[0] != batch for name in self.modalities):
+            sizes = {name: int(inputs[name].shape[0]) for name in self.modalities}
             raise ValueError(f"inputs: batch sizes disagree: {sizes}")
-        return next(iter(sizes.values()))
+        return batch
 
-    def _check_mask(self, mask: Tensor, batch: int, device: torch.device) -> Tensor:
-        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-            raise TypeError(f"mask: expected a BoolTensor [B, M] (True = present), got {_describe(mask)}")
-        if tuple(mask.shape) != (batch, len(self.modalities)):
-            raise ValueError(f"mask: expected shape ({batch}, {len(self.modalities)}) = [B, M] in the order "
-                             f"{self.modalities}, got {tuple(mask.shape)}")
+    def _check_mask(self, mask: Tensor | Mapping[str, Tensor], order: list[str], batch: int,
+                    device: torch.device) -> Tensor:
+        """The mask as ``BoolTensor[B, M]`` in ``self.modalities`` order. A dict is matched by name; a positional
+        mask is read in model order and refused when ``inputs`` come in another order (unless nothing is
+        masked, where order cannot matter)."""
+        from mmgraph.gnn import _check_mask  # the GNN's own boundary check: dict by name, tensor [B, M]
+
+        if not isinstance(mask, Mapping) and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
+            raise TypeError(f"mask: expected a BoolTensor [B, M] (True = present) or a dict {{modality: "
+                            f"BoolTensor[B]}}, got {_describe(mask)}")
+        checked = _check_mask(mask, dict.fromkeys(self.modalities), batch, device)
+        if isinstance(mask, Mapping):
+            return checked
+        if order != self.modalities and (torch.compiler.is_compiling() or not bool(mask.all())):
+            raise ValueError(f"mask: a [B, M] mask is read in the model's modality order {self.modalities}, but "
+                             f"inputs come in the order {order}; pass the mask by name as {{modality: "
+                             "BoolTensor[B]}, or order inputs and mask columns as the model's modalities")
         return mask.to(device)
 
 
@@ -289,6 +476,19 @@ def _head(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.M
 def _check_int(arg: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
+
+
+def _check_plain(where: str, value: Any) -> None:
+    """Refuse values that ``torch.load(weights_only=True)`` cannot read back (naming where they are)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_plain(f"{where}[{key!r}]", item)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(f"{where}[{index}]", item)
+    elif not (value is None or type(value) in (str, int, float, bool)):  # exact types: no str/int subclasses
+        raise TypeError(f"{where}: {type(value).__name__} cannot be stored in a model file (plain values only: "
+                        "str, numbers, lists, dicts); e.g. give relations as a list of triples, not a graph object")
 
 
 def _describe(value: Any) -> str:

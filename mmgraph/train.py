@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -374,47 +375,126 @@ def _set_rng_state(state: Mapping[str, Tensor], generator: torch.Generator, devi
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def predict(model: nn.Module, dataset, batch_size: int = 256, device: str | torch.device = "auto",
-            logits: bool = False) -> dict[str, Tensor]:
-    """Predictions for every sample of ``dataset``, on CPU.
+def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.device = "auto",
+            logits: bool = False, proba: bool = False, mask=None) -> dict[str, Any]:
+    """Predictions of ``model`` for every sample of ``data``, on CPU.
 
-    Returns ``{task: Tensor[N]}``: class indices (LongTensor) for classification, values for regression; with
-    ``logits=True`` the raw outputs ``Tensor[N, C]`` instead. The model is moved to ``device`` and evaluated in
-    eval mode (its previous mode is restored).
+    Args:
+        model: a :class:`~mmgraph.model.FusionModel` (trained, or loaded with ``FusionModel.load``).
+        data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw arrays
+            ``{modality: ndarray | Tensor [N, ...]}`` in any key order (``mask`` optional). Modalities are matched
+            to the model's by name.
+        mask: only with a dict ``data``: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
+            follow ``data``'s key order; True = present (a masked entry may hold NaN).
+        logits: return the raw outputs ``Tensor[N, C]`` per task.
+        proba: return class probabilities ``Tensor[N, C]`` (softmax) for classification tasks (regression tasks
+            give their values ``Tensor[N]``).
+
+    Returns:
+        ``{task: predictions}``: class labels ``LongTensor[N]`` -- or, for a task trained on string labels, an
+        ndarray of those strings -- and values ``Tensor[N]`` for regression. The model is evaluated in eval mode
+        on ``device`` (its previous mode is restored).
     """
+    from mmgraph.data import MultiModalDataset
+
     _check_int("batch_size", batch_size, 1)
+    if logits and proba:
+        raise ValueError("logits, proba: pick one; logits=True gives raw scores, proba=True probabilities")
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
+    if isinstance(data, Mapping):
+        data = MultiModalDataset(data, None, mask=mask)
+    elif mask is not None:
+        raise ValueError("mask: only used with a dict of arrays; a MultiModalDataset carries its own mask")
+    elif not isinstance(data, MultiModalDataset):
+        hint = (" (a MultiModalBatch: pass predict(model, batch.inputs, mask=batch.named_mask))"
+                if hasattr(data, "inputs") else "")
+        raise TypeError(f"data: expected a MultiModalDataset or a dict {{modality: array [N, ...]}}, got "
+                        f"{type(data).__name__}{hint}")
+    _check_modalities("data", data.modalities, raw_model)
     device = resolve_device(device)
     raw_model.to(device)
     was_training = raw_model.training
     raw_model.eval()
     chunks: dict[str, list[Tensor]] = {task: [] for task in tasks}
-    for start in range(0, len(dataset), batch_size):
-        indices = torch.arange(start, min(start + batch_size, len(dataset)))
-        batch = dataset[indices].to(device, non_blocking=True)
-        outputs = raw_model(batch.inputs, batch.mask, batch.step_mask)
-        for task in tasks:
-            chunks[task].append(outputs[task].float().cpu())
-    raw_model.train(was_training)
+    try:
+        for start in range(0, len(data), batch_size):
+            batch = data[torch.arange(start, min(start + batch_size, len(data)))].to(device, non_blocking=True)
+            outputs = raw_model(batch.inputs, batch.named_mask, batch.step_mask)
+            for task in tasks:
+                chunks[task].append(outputs[task].float().cpu())
+    finally:
+        raw_model.train(was_training)
     results = {task: torch.cat(parts) for task, parts in chunks.items()}
     if logits:
         return results
-    return {task: out.argmax(-1) if tasks[task] else out.squeeze(-1) for task, out in results.items()}
+    if proba:
+        return {task: out.softmax(-1) if tasks[task] else out.squeeze(-1) for task, out in results.items()}
+    predictions: dict[str, Any] = {}
+    for task, out in results.items():
+        if not tasks[task]:
+            predictions[task] = out.squeeze(-1)
+        elif task in getattr(raw_model, "string_labels", ()):
+            predictions[task] = np.asarray(raw_model.class_names[task])[out.argmax(-1).numpy()]
+        else:
+            predictions[task] = out.argmax(-1)
+    return predictions
 
 
 def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str | torch.device = "auto"
              ) -> dict[str, dict[str, Any]]:
-    """Metrics of ``model`` on ``dataset``: ``{task: classification_metrics(...)}`` (accuracy, macro_recall,
-    macro_f1, confusion_matrix) or ``{task: regression_metrics(...)}`` (mse, mae, r2)."""
+    """Metrics of ``model`` on ``dataset`` (a :class:`~mmgraph.data.MultiModalDataset` with targets for the
+    model's tasks): ``{task: classification_metrics(...)}`` (accuracy, macro_recall, macro_f1, confusion_matrix)
+    or ``{task: regression_metrics(...)}`` (mse, mae, r2). String labels are matched to the model's classes by
+    name, so a test set may hold fewer classes than the training set."""
+    from mmgraph.data import MultiModalDataset
     from mmgraph.metrics import classification_metrics, regression_metrics
 
-    tasks = _model_tasks(model.module if isinstance(model, DistributedDataParallel) else model)
+    raw_model = model.module if isinstance(model, DistributedDataParallel) else model
+    tasks = _model_tasks(raw_model)
+    if not isinstance(dataset, MultiModalDataset):
+        raise TypeError(f"dataset: expected a MultiModalDataset with targets, got {type(dataset).__name__}; for "
+                        "raw arrays use predict(model, {modality: array}) and compare with your labels")
+    missing = [task for task in tasks if task not in dataset.tasks]
+    if missing:
+        raise ValueError(f"dataset: no targets for the model's tasks {missing}; the dataset has tasks "
+                         f"{list(dataset.tasks)}. Name the targets as the model's tasks, e.g. "
+                         f"MultiModalDataset(features, {{{missing[0]!r}: labels}})")
     outputs = predict(model, dataset, batch_size=batch_size, device=device, logits=True)
-    targets = dataset[torch.arange(len(dataset))].targets
-    return {task: classification_metrics(targets[task], outputs[task], classes) if classes
-            else regression_metrics(targets[task], outputs[task].squeeze(-1))
-            for task, classes in tasks.items()}
+    targets = dataset.targets
+    metrics = {}
+    for task, classes in tasks.items():
+        if not classes:
+            metrics[task] = regression_metrics(targets[task], outputs[task].squeeze(-1))
+            continue
+        metrics[task] = classification_metrics(_model_class_ids(raw_model, dataset, task), outputs[task], classes)
+    return metrics
+
+
+def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
+    """``dataset``'s targets of ``task`` as the model's class ids: string labels are matched by class name."""
+    targets = dataset.targets[task]
+    if task not in dataset.string_labels:
+        return targets
+    model_names = getattr(model, "class_names", {}).get(task)
+    if model_names is None or task not in getattr(model, "string_labels", ()):
+        raise ValueError(f"dataset: targets[{task!r}] are strings but the model was trained on class ids; build "
+                         "the dataset with the same kind of labels as the training set")
+    lookup = {name: i for i, name in enumerate(model_names)}
+    unknown = [name for name in dataset.class_names[task] if name not in lookup]
+    if unknown:
+        raise ValueError(f"dataset: targets[{task!r}] hold classes {unknown} the model does not know; its classes "
+                         f"are {model_names}")
+    to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
+    return to_model[targets]
+
+
+def _check_modalities(arg: str, modalities: list[str], model: nn.Module) -> None:
+    expected = list(getattr(model, "modalities", modalities))
+    missing = [m for m in expected if m not in modalities]
+    unknown = [m for m in modalities if m not in expected]
+    if missing or unknown:
+        raise ValueError(f"{arg}: the model takes modalities {expected}; missing {missing}, unknown {unknown}")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -500,8 +580,11 @@ def _task_weights(task_weights: Mapping[str, float] | None, tasks: dict[str, int
 
 
 def _check_dataset(arg: str, dataset, tasks: dict[str, int]) -> None:
-    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        raise TypeError(f"{arg}: expected a MultiModalDataset, got {type(dataset).__name__}")
+    from mmgraph.data import MultiModalDataset
+
+    if not isinstance(dataset, MultiModalDataset):
+        raise TypeError(f"{arg}: expected a MultiModalDataset, got {type(dataset).__name__}; wrap your arrays as "
+                        "MultiModalDataset({modality: X [N, ...]}, y) (one entry per modality, targets [N])")
     if len(dataset) == 0:
         raise ValueError(f"{arg}: the dataset is empty")
     targets = dataset[torch.arange(1)].targets
@@ -574,6 +657,9 @@ def _parser() -> argparse.ArgumentParser:
                              "and far faster than with threads competing for busy cores)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: runs/DATASET-FUSION)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch log, only the summary")
+    parser.add_argument("--explain", type=int, default=0, metavar="N",
+                        help="write explain_<i>.png (the modality graph: readout weights, attention) for the first N "
+                             "test samples; needs the gnn fusion")
     return parser
 
 
@@ -586,6 +672,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads: expected an int >= 1, got {args.threads}")
+    if args.explain < 0 or (args.explain and args.fusion != "gnn"):
+        parser.error(f"--explain: expected N >= 0 with --fusion gnn, got {args.explain} with {args.fusion!r}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     started = time.perf_counter()
@@ -608,6 +696,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test": _jsonable(test_metrics), "fit_time_s": result.time_s, "total_time_s": time.perf_counter() - started,
     }
     out.mkdir(parents=True, exist_ok=True)
+    if args.explain:
+        report["explanations"] = [str(path) for path in _write_explanations(model, test, args.explain, out)]
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     summary = ", ".join(
         f"{task} accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}" if "accuracy" in m
@@ -615,6 +705,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{args.dataset} / {args.fusion}: test {summary} (best epoch {result.best_epoch} of "
           f"{result.epochs_run}, {report['total_time_s']:.1f}s) -> {out}")
     return report
+
+
+def _write_explanations(model: nn.Module, test, count: int, out: Path) -> list[Path]:
+    """``explain_<i>.png`` for the first ``count`` test samples (fewer if the test set is smaller)."""
+    import matplotlib.pyplot as plt
+
+    from mmgraph.viz import plot_explanation
+
+    batch = test[torch.arange(min(count, len(test)))]
+    model.cpu()
+    explanation = model.explain(batch.inputs, batch.named_mask, batch.step_mask)
+    paths = []
+    for sample in range(len(batch)):
+        figure = plot_explanation(explanation, sample=sample)
+        paths.append(out / f"explain_{sample}.png")
+        figure.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(figure)
+    return paths
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,6 +7,7 @@ every tensor at once (``dataset[LongTensor[B]] -> MultiModalBatch``): no per-sam
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MultiModalBatch", "MultiModalDataset", "standardize", "stratified_split"]
+__all__ = ["MultiModalBatch", "MultiModalDataset", "standardization_stats", "standardize", "stratified_split"]
 
 ArrayLike = Tensor | np.ndarray
 Index = int | slice | Sequence[int] | Tensor | np.ndarray
@@ -27,7 +28,8 @@ class MultiModalBatch:
     Attributes:
         inputs: ``{modality: Tensor[B, ...]}`` (float32 features, int64 token ids).
         mask: ``BoolTensor[B, M]``, True = modality present, columns in the dataset's ``modalities`` order.
-        targets: ``{task: Tensor[B]}`` (int64 class ids, or float32 for regression).
+        targets: ``{task: Tensor[B]}`` (int64 class ids, or float32 for regression); empty for a dataset without
+            targets.
         step_mask: ``{modality: BoolTensor[B, T]}`` (True = real step) for padded sequences, or None.
     """
 
@@ -47,6 +49,11 @@ class MultiModalBatch:
     def __len__(self) -> int:
         return self.mask.shape[0]
 
+    @property
+    def named_mask(self) -> dict[str, Tensor]:
+        """The mask matched by name: ``{modality: BoolTensor[B]}`` (``mask`` columns follow ``inputs``' keys)."""
+        return {name: self.mask[:, m] for m, name in enumerate(self.inputs)}
+
 
 class MultiModalDataset:
     """Multimodal samples held as tensors, indexed in batches.
@@ -54,10 +61,17 @@ class MultiModalDataset:
     Args:
         features: ``{modality: Tensor | ndarray [N, ...]}``; insertion order is the modality order ``M``. Floating
             (and bool) arrays are stored as float32; integer arrays are token ids, stored as int64 (must be >= 0).
-        targets: one array ``[N]`` (task ``"label"``) or ``{task: array [N]}``. Integer targets are class ids,
-            float targets are regression values (unless ``task_types`` says otherwise).
-        mask: ``BoolTensor[N, M]`` or ``{modality: BoolTensor[N]}`` (modalities left out are present); True =
-            present. Default: everything present. Every sample needs at least one present modality.
+            Entries of masked-out modalities may hold anything finite or NaN (placeholders); present entries must
+            be finite.
+        targets: one array ``[N]`` (task ``"label"``), ``{task: array [N]}``, or None (no targets: a dataset to
+            predict on). Integer targets are class ids; string targets (an ndarray of ``str`` or a list of ``str``)
+            are class names: the classes are the sorted unique names (or the order of ``class_names[task]``), the
+            task is listed in ``string_labels`` and predictions come back as names. Float targets are regression
+            values unless ``task_types`` says otherwise -- also when every value is integral (``0.0 .. 3.0``), which
+            warns: pass integer labels or ``task_types={task: "classification"}`` for classes.
+        mask: ``BoolTensor[N, M]`` (columns in the order of ``features``' keys) or ``{modality: BoolTensor[N]}``
+            (modalities left out are present); True = present. Default: everything present. Every sample needs at
+            least one present modality.
         step_mask: ``{modality: BoolTensor[N, T]}`` (True = real step) for sequence modalities ``[N, T, ...]``;
             a sample whose modality is present needs at least one real step.
         task_types: ``{task: num_classes}`` (an int; 0 = regression) or ``{task: "classification" |
@@ -67,8 +81,9 @@ class MultiModalDataset:
         class_names: optional ``{task: [name of class 0, name of class 1, ...]}``.
 
     Attributes:
-        modalities: ``list[str]``; tasks: ``{task: num_classes}`` (0 = regression); input_shapes: per-sample shape of
-        each modality; class_names: ``{task: list[str]}``; name.
+        modalities: ``list[str]``; tasks: ``{task: num_classes}`` (0 = regression; empty without targets);
+        input_shapes: per-sample shape of each modality; class_names: ``{task: list[str]}``; string_labels: tasks
+        whose targets were given as strings; name.
 
     Example:
         >>> ds = MultiModalDataset({"a": torch.randn(100, 5), "b": torch.randn(100, 3)}, torch.randint(0, 2, (100,)))
@@ -78,22 +93,25 @@ class MultiModalDataset:
     def __init__(
         self,
         features: Mapping[str, ArrayLike],
-        targets: ArrayLike | Mapping[str, ArrayLike],
+        targets: ArrayLike | Sequence[str] | Mapping[str, ArrayLike | Sequence[str]] | None,
         mask: ArrayLike | Mapping[str, ArrayLike] | None = None,
         step_mask: Mapping[str, ArrayLike] | None = None,
         task_types: Mapping[str, int | str] | None = None,
         name: str = "",
         class_names: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self._features = _check_features(features)
-        self.modalities: list[str] = list(self._features)
-        num_samples = next(iter(self._features.values())).shape[0]
-        self._targets, self.tasks = _check_targets(targets, task_types, num_samples)
+        features = _as_feature_tensors(features)
+        self.modalities: list[str] = list(features)
+        num_samples = next(iter(features.values())).shape[0]
         self._mask = _check_mask(mask, self.modalities, num_samples)
+        self._features = _check_features(features, self._mask)
         self._step_mask = _check_step_mask(step_mask, self._features, self._mask, self.modalities)
+        targets, string_names = _encode_string_targets(targets, class_names)
+        self._targets, self.tasks = _check_targets(targets, task_types, num_samples)
         self.input_shapes: dict[str, tuple[int, ...]] = {m: tuple(x.shape[1:]) for m, x in self._features.items()}
         self.name = str(name)
-        self.class_names = _check_class_names(class_names, self.tasks)
+        self.class_names = _check_class_names({**dict(class_names or {}), **string_names}, self.tasks)
+        self.string_labels: list[str] = list(string_names)
 
     # ------------------------------------------------------------------------------------------------ access
     @property
@@ -133,11 +151,12 @@ class MultiModalDataset:
     def subset(self, indices: Index) -> MultiModalDataset:
         """A new dataset with the selected samples (same modalities, tasks, class counts and class names)."""
         batch = self[indices]
-        return MultiModalDataset(batch.inputs, batch.targets, batch.mask, batch.step_mask, task_types=self.tasks,
-                                 name=self.name, class_names=self.class_names)
+        return self._derive(batch.inputs, batch.targets, batch.mask, batch.step_mask)
 
     def labels(self, task: str | None = None) -> Tensor:
         """Targets ``[N]`` of ``task`` (default: the first task)."""
+        if not self.tasks:
+            raise ValueError("labels: this dataset has no targets (built with targets=None)")
         if task is None:
             task = next(iter(self.tasks))
         if task not in self._targets:
@@ -149,9 +168,16 @@ class MultiModalDataset:
         unknown = [m for m in features if m not in self._features]
         if unknown:
             raise ValueError(f"features: unknown modalities {unknown}; expected a subset of {self.modalities}")
-        return MultiModalDataset({m: features.get(m, x) for m, x in self._features.items()}, self._targets,
-                                 self._mask, self._step_mask, task_types=self.tasks, name=self.name,
-                                 class_names=self.class_names)
+        return self._derive({m: features.get(m, x) for m, x in self._features.items()}, self._targets, self._mask,
+                            self._step_mask)
+
+    def _derive(self, features: Mapping[str, Tensor], targets: Mapping[str, Tensor], mask: Tensor,
+                step_mask: Mapping[str, Tensor] | None) -> MultiModalDataset:
+        """A dataset of the same kind (tasks, class counts, class names, string labels) with other tensors."""
+        derived = MultiModalDataset(features, targets or None, mask, step_mask, task_types=self.tasks or None,
+                                    name=self.name, class_names=self.class_names)
+        derived.string_labels = list(self.string_labels)
+        return derived
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{m}: {tuple(s)}" for m, s in self.input_shapes.items())
@@ -196,11 +222,11 @@ def _as_tensor(arg: str, value: ArrayLike) -> Tensor:
     raise TypeError(f"{arg}: expected a Tensor or ndarray, got {type(value).__name__}")
 
 
-def _check_features(features: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
+def _as_feature_tensors(features: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
     if not isinstance(features, Mapping) or not features:
         raise TypeError(f"features: expected a non-empty dict {{modality: Tensor[N, ...]}}, got "
                         f"{type(features).__name__}")
-    checked: dict[str, Tensor] = {}
+    tensors: dict[str, Tensor] = {}
     for name, value in features.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"features: modality names must be non-empty str, got {name!r}")
@@ -208,12 +234,24 @@ def _check_features(features: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
         if x.ndim < 2:
             raise ValueError(f"features[{name!r}]: expected shape [N, ...] with per-sample features, got "
                              f"{tuple(x.shape)}")
+        tensors[name] = x
+    sizes = {name: x.shape[0] for name, x in tensors.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"features: every modality needs the same number of samples, got {sizes}")
+    return tensors
+
+
+def _check_features(features: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+    """Float32 / int64 copies of ``features``; non-finite values are allowed only where ``mask`` is False."""
+    checked: dict[str, Tensor] = {}
+    for m, (name, x) in enumerate(features.items()):
         if x.is_floating_point() or x.dtype == torch.bool:
             x = x.float()
-            if not bool(torch.isfinite(x).all()):
-                bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().squeeze(1)
-                raise ValueError(f"features[{name!r}]: NaN or Inf values in {bad.numel()} samples "
-                                 f"(first: {bad[:5].tolist()})")
+            bad = (~torch.isfinite(x)).flatten(1).any(1) & mask[:, m]
+            if bool(bad.any()):
+                bad = bad.nonzero().squeeze(1)
+                raise ValueError(f"features[{name!r}]: NaN or Inf values in {bad.numel()} samples where {name!r} "
+                                 f"is present (first: {bad[:5].tolist()}); mark missing modalities in `mask`")
         elif x.is_complex():
             raise TypeError(f"features[{name!r}]: expected real values, got {x.dtype}")
         else:
@@ -222,17 +260,49 @@ def _check_features(features: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
                 raise ValueError(f"features[{name!r}]: integer features are token ids and must be >= 0, got "
                                  f"min {int(x.min())}")
         checked[name] = x
-    sizes = {name: x.shape[0] for name, x in checked.items()}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"features: every modality needs the same number of samples, got {sizes}")
     return checked
 
 
-def _check_targets(targets: ArrayLike | Mapping[str, ArrayLike], task_types: Mapping[str, int | str] | None,
-                   num_samples: int) -> tuple[dict[str, Tensor], dict[str, int]]:
+def _encode_string_targets(targets, class_names: Mapping[str, Sequence[str]] | None
+                           ) -> tuple[dict[str, ArrayLike], dict[str, list[str]]]:
+    """``({task: targets with string labels replaced by class ids}, {task: class names of those tasks})``.
+
+    Classes of a string task are ``class_names[task]`` when given (every label must be one of them), else the
+    sorted unique labels.
+    """
+    if targets is None:
+        return {}, {}
     named = dict(targets) if isinstance(targets, Mapping) else {"label": targets}
     if not named:
-        raise ValueError("targets: expected at least one task, got an empty dict")
+        raise ValueError("targets: expected at least one task or None, got an empty dict")
+    encoded: dict[str, ArrayLike] = {}
+    string_names: dict[str, list[str]] = {}
+    for task, value in named.items():
+        labels = value if isinstance(value, np.ndarray) else np.asarray(value) if isinstance(value, (list, tuple)) \
+            else None
+        if labels is None or labels.dtype.kind not in "USO" or (labels.dtype.kind == "O" and not all(
+                isinstance(v, str) for v in labels.ravel())):
+            encoded[task] = value
+            continue
+        if labels.ndim != 1:
+            raise ValueError(f"targets[{task!r}]: expected shape ({labels.shape[0]},) (one label per sample), got "
+                             f"{labels.shape}")
+        labels = labels.astype(str)
+        given = (class_names or {}).get(task)
+        names = [str(n) for n in given] if given is not None else sorted(set(labels.tolist()))
+        lookup = {name: i for i, name in enumerate(names)}
+        distinct, inverse = np.unique(labels, return_inverse=True)
+        unknown = [label for label in distinct.tolist() if label not in lookup]
+        if unknown:
+            raise ValueError(f"targets[{task!r}]: labels {unknown[:5]} are not in class_names[{task!r}] = {names}")
+        ids = np.array([lookup[label] for label in distinct.tolist()], dtype=np.int64)  # one entry per class
+        encoded[task] = torch.from_numpy(ids[inverse.reshape(-1)])
+        string_names[task] = names
+    return encoded, string_names
+
+
+def _check_targets(named: Mapping[str, ArrayLike], task_types: Mapping[str, int | str] | None,
+                   num_samples: int) -> tuple[dict[str, Tensor], dict[str, int]]:
     task_types = dict(task_types or {})
     unknown = [t for t in task_types if t not in named]
     if unknown:
@@ -245,6 +315,10 @@ def _check_targets(targets: ArrayLike | Mapping[str, ArrayLike], task_types: Map
             raise ValueError(f"targets[{task!r}]: expected shape ({num_samples},) (one value per sample), got "
                              f"{tuple(y.shape)}")
         kind = task_types.get(task, "regression" if y.is_floating_point() else "classification")
+        if task not in task_types and y.is_floating_point() and y.numel() and bool((y == y.round()).all()):
+            warnings.warn(f"targets[{task!r}]: float targets with integral values only ({int(y.unique().numel())} "
+                          "distinct) are treated as regression; pass integer labels or "
+                          f"task_types={{{task!r}: 'classification'}} for classes", UserWarning, stacklevel=3)
         if kind == "regression" or kind == 0:
             y = y.float()
             if not bool(torch.isfinite(y).all()):
@@ -403,10 +477,19 @@ def standardize(train: MultiModalDataset, *others: MultiModalDataset,
         if other.input_shapes != train.input_shapes:
             raise ValueError(f"others[{position}]: modalities and shapes {other.input_shapes} differ from train's "
                              f"{train.input_shapes}")
-    stats = {name: _moments(train, name, eps) for name, x in train.features.items() if x.is_floating_point()}
+    stats = standardization_stats(train, eps)
     return tuple(dataset.with_features({name: (dataset.features[name] - mean) / std
                                         for name, (mean, std) in stats.items()})
                  for dataset in (train, *others))
+
+
+def standardization_stats(train: MultiModalDataset, eps: float = 1e-6) -> dict[str, tuple[Tensor, Tensor]]:
+    """The statistics :func:`standardize` applies: ``{float modality: (mean, std)}``, each shaped to broadcast
+    against that modality's ``[N, ...]`` tensor (``[1, F]`` vectors, ``[1, 1, F]`` frames, ``[1, C, 1, 1]``
+    images). ``FusionModel.from_dataset(..., standardize=True)`` keeps them as buffers of the model."""
+    if not isinstance(train, MultiModalDataset):
+        raise TypeError(f"train: expected a MultiModalDataset, got {type(train).__name__}")
+    return {name: _moments(train, name, eps) for name, x in train.features.items() if x.is_floating_point()}
 
 
 def _moments(dataset: MultiModalDataset, name: str, eps: float) -> tuple[Tensor, Tensor]:
@@ -418,6 +501,7 @@ def _moments(dataset: MultiModalDataset, name: str, eps: float) -> tuple[Tensor,
     if steps is not None:
         weight = weight * steps.float().view(*steps.shape, *([1] * (x.ndim - 2)))
     weight = weight.expand_as(x)
+    x = torch.where(weight > 0, x, torch.zeros((), dtype=x.dtype))  # masked entries may hold NaN placeholders
     axis = 1 if x.ndim == 4 else x.ndim - 1  # channels of images, last axis otherwise
     dims = [d for d in range(x.ndim) if d != axis]
     count = weight.sum(dim=dims, keepdim=True).clamp_min(1.0)

@@ -1,0 +1,316 @@
+"""Shipping a trained model: name-matched inputs and masks, self-describing model files, prediction on raw arrays,
+string labels, explanations, export and compression -- tested through the public API, the way a user works."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmgraph import FusionModel, MultiModalDataset, evaluate, fit, predict
+from mmgraph.data import load_handwritten, standardization_stats, stratified_split
+from mmgraph.io import CorruptFileError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _toy(n: int = 60, seed: int = 0, labels=None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Two modalities whose sum of first features decides the class; ``b`` missing for a third of the samples."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, 4)).astype(np.float32)
+    b = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (a[:, 0] + b[:, 0] > 0).astype(np.int64)
+    present = np.ones((n, 2), dtype=bool)
+    present[: n // 3, 1] = False
+    return {"a": a, "b": b}, (y if labels is None else np.asarray(labels)[y]), present
+
+
+def _trained(dataset: MultiModalDataset, fusion: str = "gnn", epochs: int = 5, **kwargs) -> FusionModel:
+    model = FusionModel.from_dataset(dataset, fusion, dim=8, seed=0, **kwargs)
+    fit(model, dataset, epochs=epochs, batch_size=16, device="cpu", progress=False)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------- names
+def test_same_data_in_two_key_orders_gives_identical_predictions():
+    features, y, present = _toy()
+    forward = MultiModalDataset(features, y, mask=present)
+    backward = MultiModalDataset({"b": features["b"], "a": features["a"]}, y, mask=present[:, ::-1].copy())
+    model = _trained(forward)
+    expected = predict(model, forward, logits=True)["label"]
+    assert torch.equal(predict(model, backward, logits=True)["label"], expected)
+    raw = predict(model, {"b": features["b"], "a": features["a"]}, mask={"a": present[:, 0], "b": present[:, 1]},
+                  logits=True)["label"]
+    assert torch.equal(raw, expected)
+
+
+def test_positional_mask_with_inputs_in_another_order_is_matched_by_name_or_refused():
+    features, y, present = _toy()
+    model = _trained(MultiModalDataset(features, y, mask=present))
+    reordered = {"b": torch.from_numpy(features["b"]), "a": torch.from_numpy(features["a"])}
+    mask = torch.from_numpy(present)  # columns in the model's order a, b
+    with pytest.raises(ValueError, match=r"\['a', 'b'\].*\['b', 'a'\]"):
+        model(reordered, mask)
+    by_name = model(reordered, {"a": mask[:, 0], "b": mask[:, 1]})["label"]
+    in_order = model({"a": reordered["a"], "b": reordered["b"]}, mask)["label"]
+    assert torch.equal(by_name, in_order)
+    # an array mask next to a dict of arrays follows the dict's key order
+    via_predict = predict(model, {"b": features["b"], "a": features["a"]}, mask=present[:, ::-1].copy(),
+                          logits=True)["label"]
+    assert torch.equal(via_predict, in_order)
+
+
+def test_nan_placeholders_at_masked_entries_are_accepted_and_change_nothing():
+    features, y, present = _toy()
+    model = _trained(MultiModalDataset(features, y, mask=present))
+    with_nan = {name: x.copy() for name, x in features.items()}
+    with_nan["b"][~present[:, 1]] = np.nan
+    clean = predict(model, features, mask=present, logits=True)["label"]
+    assert torch.equal(predict(model, with_nan, mask=present, logits=True)["label"], clean)
+    with pytest.raises(ValueError, match=r"features\['b'\].*present"):
+        predict(model, with_nan)  # NaN where b is present
+
+
+# ---------------------------------------------------------------------------------------------------- files
+def test_saved_model_predicts_identical_labels_in_a_fresh_process_without_the_data(tmp_path):
+    data = load_handwritten(views=["fou", "kar", "mor"])
+    train_idx, _, test_idx = stratified_split(data, test_size=0.2, seed=0)
+    train, test = data.subset(train_idx), data.subset(test_idx)  # raw, unstandardised features
+    model = FusionModel.from_dataset(train, "gnn", dim=16, standardize=True, seed=0)
+    fit(model, train, epochs=3, device="cpu", progress=False)
+    expected = predict(model, test)["label"].numpy()
+    path = model.save(tmp_path / "digits.mmgraph")
+    np.savez(tmp_path / "raw.npz", **{name: x.numpy() for name, x in test.features.items()})
+    script = (
+        "import json, numpy as np\n"
+        "from mmgraph import FusionModel, predict\n"
+        f"model = FusionModel.load({str(path)!r})\n"
+        f"raw = dict(np.load({str(tmp_path / 'raw.npz')!r}))\n"
+        "raw = {name: raw[name] for name in reversed(list(raw))}  # any key order\n"
+        "print(json.dumps(predict(model, raw)['label'].tolist()))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected.tolist()
+    assert (expected == test.labels().numpy()).mean() > 0.5  # it learned something in 3 epochs
+
+
+def test_model_file_holds_config_statistics_and_versions(tmp_path):
+    features, y, present = _toy()
+    train = MultiModalDataset(features, y, mask=present)
+    model = FusionModel.from_dataset(train, "gnn", dim=8, standardize=True, seed=0,
+                                     fusion_kwargs={"conv": "gcn", "layers": 1}, modality_dropout=0.1)
+    loaded = FusionModel.load(model.save(tmp_path / "m.pt"))
+    assert loaded.config() == model.config() and loaded.config()["fusion_kwargs"] == {"conv": "gcn", "layers": 1}
+    stats = standardization_stats(train)
+    assert torch.equal(loaded.scalers["a"].mean, stats["a"][0]) and torch.equal(loaded.scalers["b"].std, stats["b"][1])
+    assert set(loaded.versions) == {"mmgraph", "torch"} and not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_byte_flipped_or_truncated_model_file_is_refused_with_its_path(tmp_path):
+    features, y, _ = _toy()
+    path = FusionModel.from_dataset(MultiModalDataset(features, y), "gnn", dim=8).save(tmp_path / "m.pt")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match=f"{flipped}.*corrupt"):
+        FusionModel.load(flipped)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CorruptFileError, match=f"{truncated}.*corrupt"):
+        FusionModel.load(truncated)
+
+
+def test_seed_makes_initialisation_reproducible_and_models_of_built_modules_cannot_be_saved(tmp_path):
+    features, y, _ = _toy()
+    dataset = MultiModalDataset(features, y)
+    first, second = (FusionModel.from_dataset(dataset, "gnn", dim=8, seed=3) for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
+    handmade = FusionModel({"a": nn.Linear(4, 8), "b": nn.Linear(3, 8)}, "gnn", {"label": 2}, dim=8)
+    with pytest.raises(TypeError, match="encoders.*built modules"):
+        handmade.save(tmp_path / "m.pt")
+
+
+# ---------------------------------------------------------------------------------------------------- labels
+def test_string_labels_round_trip_through_fit_save_load_and_predict(tmp_path):
+    features, labels, present = _toy(labels=np.array(["no", "yes"]))
+    train = MultiModalDataset(features, list(labels), mask=present)  # a plain list of str
+    assert train.class_names == {"label": ["no", "yes"]} and train.string_labels == ["label"]
+    model = _trained(train, epochs=30)
+    loaded = FusionModel.load(model.save(tmp_path / "m.pt"))
+    predicted = predict(loaded, features, mask=present)["label"]
+    assert isinstance(predicted, np.ndarray) and set(predicted.tolist()) <= {"no", "yes"}
+    assert (predicted == labels).mean() > 0.8
+    # a test set holding one class only is matched to the model's classes by name, not by position
+    only_yes = labels == "yes"
+    test = MultiModalDataset({k: v[only_yes] for k, v in features.items()}, labels[only_yes],
+                             mask=present[only_yes])
+    assert test.class_names == {"label": ["yes"]}
+    accuracy = evaluate(loaded, test)["label"]["accuracy"]
+    assert accuracy == pytest.approx((predict(loaded, test)["label"] == "yes").mean())
+
+
+def test_string_labels_follow_given_class_names_and_unknown_labels_are_named():
+    features, labels, _ = _toy(labels=np.array(["cat", "ant"]))
+    dataset = MultiModalDataset(features, labels, class_names={"label": ["cat", "ant"]})
+    assert torch.equal(dataset.labels(), torch.from_numpy((labels == "ant").astype(np.int64)))
+    with pytest.raises(ValueError, match=r"labels \['cat'\] are not in class_names"):
+        MultiModalDataset(features, labels, class_names={"label": ["ant", "bee"]})
+
+
+def test_standardize_statistics_ignore_nan_placeholders_of_masked_entries():
+    features, y, present = _toy()
+    with_nan = {name: x.copy() for name, x in features.items()}
+    with_nan["b"][~present[:, 1]] = np.nan
+    clean = standardization_stats(MultiModalDataset(features, y, mask=present))
+    placeholders = standardization_stats(MultiModalDataset(with_nan, y, mask=present))
+    assert all(torch.equal(clean[m][i], placeholders[m][i]) for m in clean for i in (0, 1))
+
+
+def test_predict_gives_probabilities_logits_and_regression_values():
+    features, y, _ = _toy()
+    target = features["a"][:, 1] * 2.0
+    dataset = MultiModalDataset(features, {"label": y, "score": target})
+    model = _trained(dataset)
+    logits = predict(model, features, logits=True)
+    proba = predict(model, features, proba=True)
+    assert logits["label"].shape == (60, 2) and logits["score"].shape == (60, 1)
+    assert torch.allclose(proba["label"], logits["label"].softmax(-1)) and torch.equal(proba["score"],
+                                                                                       logits["score"][:, 0])
+    assert torch.equal(predict(model, features)["label"], logits["label"].argmax(-1))
+    with pytest.raises(ValueError, match="logits, proba"):
+        predict(model, features, logits=True, proba=True)
+
+
+def test_float_targets_with_integral_values_warn_and_become_regression():
+    features, y, _ = _toy()
+    with pytest.warns(UserWarning, match="treated as regression.*classification"):
+        dataset = MultiModalDataset(features, y.astype(np.float32))
+    assert dataset.tasks == {"label": 0}
+    assert MultiModalDataset(features, y.astype(np.float32), task_types={"label": "classification"}).tasks == {
+        "label": 2}
+
+
+def test_dataset_without_targets_predicts_but_cannot_build_or_evaluate_a_model():
+    features, y, _ = _toy()
+    unlabelled = MultiModalDataset(features, None)
+    assert unlabelled.tasks == {} and unlabelled[torch.arange(3)].targets == {}
+    model = _trained(MultiModalDataset(features, y))
+    assert torch.equal(predict(model, unlabelled)["label"], predict(model, features)["label"])
+    with pytest.raises(ValueError, match="no targets"):
+        FusionModel.from_dataset(unlabelled, "gnn")
+    with pytest.raises(ValueError, match=r"no targets for the model's tasks \['label'\].*\{'label': labels\}"):
+        evaluate(model, unlabelled)
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def test_errors_without_guidance_now_say_what_to_do():
+    features, y, _ = _toy()
+    dataset = MultiModalDataset(features, y)
+    model = _trained(dataset, epochs=1)
+    with pytest.raises(ValueError, match=r"tasks \['label'\]; the dataset has tasks \['intent'\]"):
+        evaluate(model, MultiModalDataset(features, {"intent": y}))
+    batch = dataset[torch.arange(5)]
+    assert torch.equal(predict(model, batch.inputs)["label"], predict(model, dataset)["label"][:5])
+    with pytest.raises(TypeError, match=r"predict\(model, batch.inputs, mask=batch.named_mask\)"):
+        predict(model, batch)
+    tensors = torch.utils.data.TensorDataset(torch.from_numpy(features["a"]), torch.from_numpy(y))
+    with pytest.raises(TypeError, match=r"MultiModalDataset\(\{modality: X"):
+        fit(model, tensors, epochs=1)
+    with pytest.raises(ValueError, match=r"missing \['b'\]"):
+        predict(model, {"a": features["a"]})
+
+
+# ---------------------------------------------------------------------------------------------------- explain
+def test_explain_names_modalities_and_plot_explanation_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from mmgraph.viz import plot_explanation
+
+    features, y, present = _toy()
+    model = _trained(MultiModalDataset(features, y, mask=present))
+    inputs = {name: torch.from_numpy(x[:4]) for name, x in features.items()}
+    explanation = model.explain(inputs, {"b": torch.from_numpy(present[:4, 1])})
+    assert explanation["node_modality"] == ["a", "b"] and list(explanation["modality_weights"]) == ["a", "b"]
+    assert torch.equal(explanation["modality_weights"]["b"], torch.zeros(4))  # b is missing in these samples
+    assert torch.allclose(explanation["modality_weights"]["a"], torch.ones(4))
+    figure = plot_explanation(model.explain(inputs), sample=1)
+    figure.savefig(tmp_path / "explain.png")
+    assert (tmp_path / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    texts = [text.get_text().split("\n")[0] for text in figure.axes[0].texts]
+    assert sorted(texts) == ["a", "b"]
+    with pytest.raises(ValueError, match="sample"):
+        plot_explanation(explanation, sample=4)
+    with pytest.raises(TypeError, match="'gnn' fusion"):
+        _trained(MultiModalDataset(features, y), fusion="concat", epochs=1).explain(inputs)
+
+
+# ---------------------------------------------------------------------------------------------------- export
+@pytest.fixture(scope="module")
+def exported():
+    features, y, present = _toy(n=80)
+    model = _trained(MultiModalDataset(features, y), epochs=3, standardize=True)
+    inputs = {name: torch.from_numpy(x[:16]) for name, x in features.items()}
+    return model, inputs
+
+
+def test_torch_export_matches_eager_with_a_dynamic_batch(exported):
+    model, inputs = exported
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (inputs,), dynamic_shapes=({"a": {0: batch}, "b": {0: batch}},))
+    smaller = {name: x[:5] for name, x in inputs.items()}
+    for data in (inputs, smaller):
+        assert torch.allclose(program.module()(data)["label"], model(data)["label"], atol=1e-5, rtol=0)
+
+
+def test_onnx_runtime_matches_eager(exported, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="optional extra 'export' (onnx, onnxscript, onnxruntime)")
+    pytest.importorskip("onnxscript")
+    model, inputs = exported
+    program = torch.onnx.export(model, (), kwargs={"inputs": inputs}, dynamo=True, verbose=False)
+    program.save(str(tmp_path / "model.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [node.name for node in session.get_inputs()]
+    assert names == ["inputs_a", "inputs_b"]
+    (logits,) = session.run(None, {f"inputs_{m}": inputs[m].numpy() for m in ("a", "b")})
+    assert np.allclose(logits, model(inputs)["label"].detach().numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning",
+                            "ignore:torch.quantize_per_tensor:UserWarning")
+def test_int8_dynamic_quantisation_and_magnitude_pruning_keep_the_outputs_close(exported):
+    import copy
+
+    from torch.nn.utils import prune
+
+    model, inputs = exported
+    eager = model(inputs)["label"]
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in quantized.modules())
+    assert (quantized(inputs)["label"] - eager).abs().max() < 0.1
+    pruned = copy.deepcopy(model)
+    linears = [m for m in pruned.modules() if isinstance(m, nn.Linear)]
+    for linear in linears:
+        prune.l1_unstructured(linear, "weight", amount=0.5)
+        prune.remove(linear, "weight")
+    zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
+    assert zeros == pytest.approx(0.5, abs=0.02)
+    assert not torch.equal(pruned(inputs)["label"], eager)  # the pruned weights are the ones the model uses
+
+
+def test_cli_explain_writes_one_png_per_test_sample(tmp_path):
+    from mmgraph.train import main
+
+    report = main(["--dataset", "synthetic-interaction", "--fusion", "gnn", "--epochs", "1", "--samples", "200",
+                   "--dim", "8", "--out", str(tmp_path), "--quiet", "--explain", "3"])
+    paths = [Path(path) for path in report["explanations"]]
+    assert [path.name for path in paths] == ["explain_0.png", "explain_1.png", "explain_2.png"]
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in paths)
+    with pytest.raises(SystemExit):
+        main(["--dataset", "synthetic-interaction", "--fusion", "concat", "--explain", "2"])
