@@ -29,6 +29,7 @@ messages and are left out of the readout, so their features cannot change the ou
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Literal
 
@@ -36,9 +37,15 @@ import networkx as nx
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, HeteroConv, SAGEConv
-from torch_geometric.nn.aggr import AttentionalAggregation, MaxAggregation, MeanAggregation, SumAggregation
-from torch_geometric.utils import degree
+
+with warnings.catch_warnings():
+    # torch-geometric scripts a few classes with torch.jit.script at import time, which recent torch deprecates
+    # (a DeprecationWarning on torch 2.13, a FutureWarning on 2.15): a warning about its code, not the user's.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, HeteroConv, SAGEConv
+    from torch_geometric.nn.aggr import AttentionalAggregation, MaxAggregation, MeanAggregation, SumAggregation
+    from torch_geometric.utils import degree
 
 from mmgraph.graph import GraphLayout, ModalityGraph, Relation
 

