@@ -807,6 +807,10 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
                              f"{mask.dtype} {mask.shape}")
     if not arrays:
         raise ValueError(f"--data: {str(path)!r} holds no modality arrays besides the targets {list(targets)}")
+    flat = [name for name, array in arrays.items() if array.ndim < 2]
+    if flat:
+        raise ValueError(f"--data: {flat[0]!r} is one value per sample (shape {arrays[flat[0]].shape}); a modality "
+                         "needs [N, F] features: name it in --targets if it is a target, or store it as [N, 1]")
     return MultiModalDataset(arrays, labels, mask=masks or None, name=path.stem)
 
 
