@@ -167,7 +167,8 @@ def test_torchrun_two_processes_write_and_print_once(tmp_path):
     summaries = [line for line in completed.stdout.splitlines() if "synthetic-interaction / concat: test" in line]
     assert len(summaries) == 1, completed.stdout
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert report["epochs_run"] == 2 and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["world_size"] == 2
+    assert report["epochs_run"] == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["world_size"] == 2
 
 
 @pytest.mark.skipif(not hasattr(FusionModel, "save"), reason="--save-model needs FusionModel.save/load (issue 11)")
