@@ -203,6 +203,9 @@ def fit(
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if resume and checkpoint.exists():
         state = load_checkpoint(checkpoint, map_location=device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"resume: {checkpoint} is a format-{state.get('format')} checkpoint of another mmgraph "
+                             f"version (this one writes format {CHECKPOINT_FORMAT}); start a new run")
         changed = _resume_changes(checkpoint, state["config"], config, override)
         raw_model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -556,10 +559,10 @@ def _resume_changes(path: Path, saved: Mapping[str, Any], config: Mapping[str, A
                     ) -> dict[str, tuple[Any, Any]]:
     """The settings that differ between a checkpoint's ``config`` and this call's, all of them in ``override``
     (``{name: (saved, new)}``); raises ``ValueError`` naming every difference that is not."""
-    comparable = [name for name in config if name != "epochs" or config["scheduler"] == "cosine"]
-    unknown = [name for name in override if name not in comparable]
+    unknown = [name for name in override if name not in config]
     if unknown:
-        raise ValueError(f"override: unknown settings {unknown}; expected some of {comparable}")
+        raise ValueError(f"override: unknown settings {unknown}; expected some of {list(config)}")
+    comparable = [name for name in config if name != "epochs" or config["scheduler"] == "cosine"]
     changed = {name: (saved.get(name, "<not recorded>"), config[name]) for name in comparable
                if saved.get(name, "<not recorded>") != config[name]}
     if "optimizer" in changed:

@@ -376,3 +376,12 @@ def test_resume_from_a_damaged_checkpoint_names_the_file(xor, tmp_path, damage):
     with pytest.raises(CorruptFileError, match=r"corrupt|truncated") as error:
         _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True)
     assert str(path) in str(error.value)
+
+
+def test_resume_from_a_checkpoint_of_another_format_is_refused(xor, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train, val = _interrupted(xor, path)
+    state = load_checkpoint(path)
+    train_module.save_checkpoint(path, {**state, "format": 1})
+    with pytest.raises(ValueError, match=r"is a format-1 checkpoint of another mmgraph version"):
+        _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True)
