@@ -66,7 +66,7 @@ class Budget:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-3  # weight decay and encoder dropout: chosen on validation by tune_budget.py
-    encoder_dropout: float = 0.2
+    encoder_dropout: float = 0.4
     encoder_hidden: int = 256  # hidden width of each vector modality's MLP encoder
     label_smoothing: float = 0.1  # early stopping on accuracy breaks ties by the lower validation loss (fit)
     grid: dict = field(default_factory=dict)  # name -> candidate values, selected on validation accuracy
