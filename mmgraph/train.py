@@ -1,10 +1,12 @@
 """Training and evaluation: :func:`fit`, :func:`evaluate`, :func:`predict` and the ``python -m mmgraph.train`` CLI.
 
 ``fit`` trains any :class:`~mmgraph.model.FusionModel` (or a module with the same call) on a
-:class:`~mmgraph.data.MultiModalDataset`: Adam or SGD, early stopping on a validation metric with the best weights
-restored, gradient clipping, AMP on CUDA, seeded shuffling, an atomic checkpoint per epoch with exact resume, and
-DistributedDataParallel when launched by ``torchrun``. Batches are gathered with one tensor index per batch
-(``dataset[indices]``), never by collating samples one at a time.
+:class:`~mmgraph.data.MultiModalDataset`: Adam or SGD with an optional schedule, label smoothing and class weights,
+early stopping on a validation metric with the best weights restored, gradient clipping, AMP on CUDA, seeded
+shuffling, an atomic SHA-256-checked checkpoint per epoch with exact resume (refused when the training settings
+changed, unless overridden), per-epoch CSV/TensorBoard logs, and DistributedDataParallel when launched by
+``torchrun``. Batches are gathered with one tensor index per batch (``dataset[indices]``), never by collating samples
+one at a time. The CLI trains on a benchmark data set or a user's ``.npz`` (:func:`load_npz`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class FitResult:
     """What :func:`fit` did.
 
     Attributes:
-        history: one dict per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_<task>_accuracy`` (or
+        history: one dict per epoch: ``epoch``, ``train_loss``, ``lr``, ``val_loss``, ``val_<task>_accuracy`` (or
             ``val_<task>_mse``), ``val_accuracy`` (mean over classification tasks), ``score`` (the monitored value,
             higher is better) and ``time_s`` (seconds since the start of training).
         best_epoch: 1-based epoch of the best score (the weights restored when ``restore_best``).
