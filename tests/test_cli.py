@@ -125,8 +125,8 @@ def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
 
 
 def test_resume_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
-    data = _npz(tmp_path / "mine.npz", n=2000)
-    epochs = 30
+    data = _npz(tmp_path / "mine.npz", n=1000)
+    epochs = 15
     argv = ["--data", str(data), "--fusion", "concat", "--dim", "16", "--epochs", str(epochs), "--patience", "100",
             "--threads", "1", "--quiet"]
     full = _run(argv + ["--out", str(tmp_path / "full")])
