@@ -952,9 +952,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                      progress=False if args.quiet else None)
     except (ValueError, TypeError) as error:  # bad data or options: one line, as argparse reports
         parser.error(str(error))
-    if rank != 0:  # under torchrun only rank 0 evaluates, writes and prints
-        _finish_distributed()
-        return None
+    report = _report(args, name, out, model, result, (train, val, test), started) if rank == 0 else None
+    _finish_distributed()
+    return report
+
+
+def _report(args: argparse.Namespace, name: str, out: Path, model: nn.Module, result: FitResult, parts: tuple,
+            started: float) -> dict[str, Any]:
+    """Rank 0's end of the CLI: test metrics, ``--save-model``, ``metrics.json`` and the summary line."""
+    train, val, test = parts
     test_metrics = evaluate(model, test, device=args.device)
     if args.save_model is not None:
         model.save(args.save_model)
@@ -972,12 +978,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         else f"{task} mse {m['mse']:.4f} r2 {m['r2']:.4f}" for task, m in test_metrics.items())
     print(f"{name} / {args.fusion}: test {summary} (best epoch {result.best_epoch} of "
           f"{result.epochs_run}, {report['total_time_s']:.1f}s) -> {out}")
-    _finish_distributed()
     return report
 
 
 def _finish_distributed() -> None:
+    """Under torchrun: wait until every rank is done (rank 0 evaluates and writes meanwhile), then tear the process
+    group down together; a rank that destroys its gloo group while another still works can hang (seen on torch
+    2.4)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
