@@ -66,7 +66,9 @@ class Budget:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-3  # weight decay and encoder dropout: chosen on validation by tune_budget.py
-    encoder_dropout: float = 0.2
+    encoder_dropout: float = 0.4
+    encoder_hidden: int = 256  # hidden width of each vector modality's MLP encoder
+    label_smoothing: float = 0.1  # early stopping on accuracy breaks ties by the lower validation loss (fit)
     grid: dict = field(default_factory=dict)  # name -> candidate values, selected on validation accuracy
 
 
@@ -152,13 +154,15 @@ def inference_rate(model: FusionModel, data: MultiModalDataset, device: torch.de
 def train_once(train: MultiModalDataset, val: MultiModalDataset, fusion: str, fusion_kwargs: dict, budget: Budget,
                config: dict, seed: int, device: torch.device, modality_dropout: float) -> tuple[FusionModel, dict]:
     torch.manual_seed(seed)
-    encoder_dropout = config.get("encoder_dropout", budget.encoder_dropout)
+    encoder_kwargs = {"hidden": budget.encoder_hidden,
+                      "dropout": config.get("encoder_dropout", budget.encoder_dropout)}
     model = FusionModel.from_dataset(train, fusion, dim=budget.dim, fusion_kwargs=dict(fusion_kwargs),
-                                     encoder_kwargs={"dropout": encoder_dropout} if encoder_dropout else None,
-                                     modality_dropout=modality_dropout, head_dropout=config.get("dropout", 0.0))
+                                     encoder_kwargs=encoder_kwargs, modality_dropout=modality_dropout,
+                                     head_dropout=config.get("dropout", 0.0))
     result = fit(model, train, val, optimizer=budget.optimizer, lr=config.get("lr", budget.lr),
                  weight_decay=config.get("weight_decay", budget.weight_decay), epochs=budget.epochs,
-                 batch_size=budget.batch_size, patience=budget.patience, device=device, seed=seed, progress=False)
+                 batch_size=budget.batch_size, patience=budget.patience, label_smoothing=budget.label_smoothing,
+                 device=device, seed=seed, progress=False)
     return model, {"best_val": result.best_score, "epochs_run": result.epochs_run, "train_time_s": result.time_s,
                    "config": config}
 

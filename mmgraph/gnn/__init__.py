@@ -10,9 +10,19 @@
 * :mod:`~mmgraph.gnn.validation`: checks at the boundary.
 """
 
-from mmgraph.gnn.layer import HeteroGNNLayer
-from mmgraph.gnn.model import BACKENDS, CONVS, READOUTS, SPARSE_CROSSOVER, MultiModalGNN, explanation_to_networkx
-from mmgraph.gnn.readout import GraphReadout
+import warnings
+
+with warnings.catch_warnings():
+    # torch-geometric scripts a few classes with torch.jit.script at import time, which recent torch deprecates
+    # (a DeprecationWarning on torch 2.13, a FutureWarning on 2.15): a warning about its code, not the user's.
+    # Importing it here first, filtered, keeps the submodules' plain imports quiet.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    import torch_geometric.nn  # noqa: F401
+
+from mmgraph.gnn.layer import HeteroGNNLayer  # noqa: E402
+from mmgraph.gnn.model import BACKENDS, CONVS, READOUTS, SPARSE_CROSSOVER, MultiModalGNN, explanation_to_networkx  # noqa: E402,E501
+from mmgraph.gnn.readout import GraphReadout  # noqa: E402
 
 __all__ = ["BACKENDS", "CONVS", "READOUTS", "SPARSE_CROSSOVER", "GraphReadout", "HeteroGNNLayer", "MultiModalGNN",
            "explanation_to_networkx"]
