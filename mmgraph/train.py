@@ -406,14 +406,17 @@ def predict(model: nn.Module, dataset, batch_size: int = 256, device: str | torc
 def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str | torch.device = "auto"
              ) -> dict[str, dict[str, Any]]:
     """Metrics of ``model`` on ``dataset``: ``{task: classification_metrics(...)}`` (accuracy, macro_recall,
-    macro_f1, confusion_matrix) or ``{task: regression_metrics(...)}`` (mse, mae, r2)."""
-    from mmgraph.metrics import classification_metrics, regression_metrics
+    macro_f1, confusion_matrix) or ``{task: regression_metrics(...)}`` (mse, mae, r2); the regression task
+    ``"sentiment"`` (MOSI / MOSEI) also gets ``sentiment_metrics`` (acc2, acc2_nonzero, f1, f1_nonzero, acc7,
+    pearson)."""
+    from mmgraph.metrics import classification_metrics, regression_metrics, sentiment_metrics
 
     tasks = _model_tasks(model.module if isinstance(model, DistributedDataParallel) else model)
     outputs = predict(model, dataset, batch_size=batch_size, device=device, logits=True)
     targets = dataset[torch.arange(len(dataset))].targets
     return {task: classification_metrics(targets[task], outputs[task], classes) if classes
-            else regression_metrics(targets[task], outputs[task].squeeze(-1))
+            else {**regression_metrics(targets[task], outputs[task].squeeze(-1)),
+                  **(sentiment_metrics(targets[task], outputs[task].squeeze(-1)) if task == "sentiment" else {})}
             for task, classes in tasks.items()}
 
 

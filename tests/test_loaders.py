@@ -46,7 +46,7 @@ def _write_affect(path: Path, steps: dict[str, int], dims: dict[str, int], seed:
     return content
 
 
-def test_load_mosi_aligned_pickle_masks_left_padding_and_cleans_minus_inf(tmp_path):
+def test_load_mosi_aligned_pickle_moves_left_padding_into_step_mask_and_cleans_minus_inf(tmp_path):
     path = tmp_path / "mosi_raw.pkl"
     content = _write_affect(path, {"vision": 50, "audio": 50, "text": 50}, {"vision": 35, "audio": 74, "text": 300})
     audio = content["train"]["audio"]
@@ -66,12 +66,15 @@ def test_load_mosi_aligned_pickle_masks_left_padding_and_cleans_minus_inf(tmp_pa
         assert data.tasks == {"sentiment": 0}
         assert torch.allclose(data.labels(), torch.from_numpy(raw["labels"].reshape(-1)))
         for modality in data.modalities:
-            expected = (raw[modality] != 0).any(2)  # the real steps: the last ones, after the zero padding
+            lengths = (raw[modality] != 0).any(2).sum(1)  # the file's real steps: the last ones, after the padding
+            expected = np.arange(50)[None, :] < lengths[:, None]  # the loader's: the first ones
             assert torch.equal(data.step_mask[modality], torch.from_numpy(expected))
-            lengths = expected.sum(1)
-            assert (expected == (np.arange(50)[None, :] >= 50 - lengths[:, None])).all()
+            x = data.features[modality].numpy()
+            for i, length in enumerate(lengths):
+                clean = np.where(np.isneginf(raw[modality][i]), 0.0, raw[modality][i])
+                assert np.array_equal(x[i, :length], clean[50 - length:]) and not x[i, length:].any()
     train_audio = splits["train"].features["audio"]
-    assert torch.isfinite(train_audio).all() and train_audio[sample, step, 5] == 0.0
+    assert torch.isfinite(train_audio).all() and train_audio[sample, step - (50 - real[sample].sum()), 5] == 0.0
     assert binary_sentiment(splits["train"].labels()).tolist() == (content["train"]["labels"].reshape(-1) >= 0
                                                                    ).astype(int).tolist()
 
@@ -95,12 +98,15 @@ def test_affect_modality_that_is_all_padding_is_marked_absent_and_nan_samples_ar
     content = _write_affect(path, {"vision": 50, "audio": 50, "text": 50}, {"vision": 20, "audio": 5, "text": 300})
     content["train"]["vision"][1] = 0.0          # no visual frames at all for sample 1
     content["train"]["text"][4, -1, 0] = np.nan  # a broken sample
+    length = int((content["train"]["audio"][3] != 0).any(1).sum())
+    content["train"]["audio"][3, -1] = 0.0       # an all-zero row after the first real step is a real step
     with open(path, "wb") as handle:
         pickle.dump(content, handle)
     with pytest.warns(UserWarning, match="dropped 1 samples with NaN"):
         train = load_mosi(path)["train"]
     assert len(train) == 6
     assert train.mask[1].tolist() == [True, True, False]
+    assert int(train.step_mask["audio"][3].sum()) == length and not train.features["audio"][3, length - 1].any()
     assert not train.step_mask["vision"][1].any()
 
 
@@ -221,3 +227,20 @@ def test_avdigits_generator_is_never_imported_by_the_library():
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_evaluate_reports_sentiment_scores_on_a_mosi_fixture(tmp_path):
+    from mmgraph.metrics import sentiment_metrics
+    from mmgraph.model import FusionModel
+    from mmgraph.train import evaluate, predict
+
+    path = tmp_path / "mosi_raw.pkl"
+    _write_affect(path, {"vision": 6, "audio": 6, "text": 6}, {"vision": 35, "audio": 74, "text": 300})
+    test = load_mosi(path)["test"]
+    torch.manual_seed(0)
+    model = FusionModel.from_dataset(test, "gnn", dim=8)
+    metrics = evaluate(model, test, device="cpu")["sentiment"]
+    expected = sentiment_metrics(test.labels(), predict(model, test, device="cpu")["sentiment"])
+    assert {"mse", "mae", "r2", "acc2", "acc2_nonzero", "f1", "f1_nonzero", "acc7", "pearson"} <= set(metrics)
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, nan_ok=True)

@@ -8,6 +8,9 @@ Layout (MultiBench ``datasets/affect/get_data.py``, MulT ``src/dataset.py``): a 
   energy underflowed, ``text``: ``(N, T_t, 300)`` GloVe vectors;
 * ``labels``: ``(N, 1, 1)`` float sentiment in [-3, 3]; ``id``: the segment ids.
 
+The loaders move each sequence's real steps to the front (the padding to the end, as packed RNNs and the temporal
+GNN expect) and mark them in ``step_mask``.
+
 Aligned files (word-aligned, ``T = 50`` for every modality) are padded with all-zero rows at the **start** of each
 sequence; unaligned files (``*_noalign.pkl``) have a different ``T`` per modality (MOSI: vision 500, audio 375,
 text 50), padded the same way.
@@ -55,7 +58,7 @@ def load_mosei(path: str | Path) -> dict[str, MultiModalDataset]:
 
     Each split becomes a :class:`MultiModalDataset` with modalities ``text: [N, T_t, 300]``, ``audio: [N, T_a,
     D_a]``, ``vision: [N, T_v, D_v]`` (in that order), ``step_mask = {m: BoolTensor[N, T_m]}`` marking the real
-    steps (the all-zero padding rows are False), ``-inf`` audio values replaced by 0 (as MultiBench does), a
+    steps, which come first (the leading all-zero padding rows of the file are moved to the end and are False), ``-inf`` audio values replaced by 0 (as MultiBench does), a
     modality whose every step is padding marked absent in ``mask``, and the regression task ``"sentiment"``
     (float in [-3, 3]; :func:`binary_sentiment` gives the binary label of the literature). Samples with NaN
     features, or with no real step in any modality, are dropped with a warning (MultiBench drops NaN samples too).
@@ -87,6 +90,18 @@ def _load_affect(path: Path, name: str) -> dict[str, MultiModalDataset]:
             for split in ("train", "valid", "test")}
 
 
+def _real_steps_first(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded sequences ``(N, T, D)`` -> the same real steps moved to the front (padding at the end, as packed
+    RNNs and temporal nodes expect) and the step mask ``(N, T)``, True = real step. The padding is the run of
+    all-zero rows at the start of each sequence; an all-zero row after the first real step stays a real step."""
+    num_steps = x.shape[1]
+    nonzero = (x != 0).any(axis=2)                                         # [N, T]
+    padding = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), num_steps)  # leading all-zero rows
+    source = (np.arange(num_steps)[None, :] + padding[:, None]) % num_steps  # [N, T]: roll left by the padding
+    mask = np.arange(num_steps)[None, :] < (num_steps - padding)[:, None]
+    return np.take_along_axis(x, source[:, :, None], axis=1) * mask[:, :, None], mask
+
+
 def _split(part: dict, where: str, path: Path, name: str, source: str) -> MultiModalDataset:
     def fail(problem: str) -> Exception:
         return ValueError(f"{path}: {where}: {problem}. Expected layout: {AFFECT_LAYOUT}. The data set is "
@@ -106,8 +121,7 @@ def _split(part: dict, where: str, path: Path, name: str, source: str) -> MultiM
             raise fail(f"{modality!r}: expected a numeric array (N={len(labels)}, T, D), got {x.dtype} of shape "
                        f"{x.shape}")
         x = np.where(np.isneginf(x), 0.0, x).astype(np.float32)  # audio's -inf log energies, as MultiBench
-        features[modality] = x
-        steps[modality] = (x != 0).any(axis=2)  # [N, T]: all-zero rows are the left padding
+        features[modality], steps[modality] = _real_steps_first(x)
     broken = np.zeros(len(labels), dtype=bool)
     for x in features.values():
         broken |= ~np.isfinite(x).all(axis=(1, 2))

@@ -56,9 +56,9 @@ TEST_SPEAKERS = 64
 WINDOW = 22712          # samples at 22050 Hz: 111 hops of 200 + one FFT window of 512 = 112 frames
 HOP, N_FFT, BINS = 200, 512, 112
 DYNAMIC_RANGE_DB = 60.0
-SNR_DB = (-6.0, 4.0)    # speech to background, drawn uniformly per sample
+SNR_DB = (-3.0, 7.0)    # speech to background, drawn uniformly per sample
 BABBLE_DB = -6.0        # the second speaker relative to the first
-PIXEL_NOISE = 110.0     # std of the Gaussian pixel noise on the 0..255 scale
+PIXEL_NOISE = 140.0     # std of the Gaussian pixel noise on the 0..255 scale
 IMAGE_TEST_FRACTION = 0.25
 
 
@@ -90,7 +90,7 @@ def load_avdigits(root: str | Path | None = None, rebuild: bool = False) -> dict
     """
     folder = avdigits_root(root)
     if rebuild or not (folder / "manifest.json").is_file():
-        build_avdigits(folder)
+        build_avdigits(folder, replace=rebuild or folder.exists())  # a folder without manifest is a broken one
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest.get("version") != AVDIGITS_VERSION:
         raise ValueError(f"{folder / 'manifest.json'}: av-digits version {manifest.get('version')}, expected "
@@ -108,9 +108,10 @@ def load_avdigits(root: str | Path | None = None, rebuild: bool = False) -> dict
     return image_audio_splits(parts, "av-digits")
 
 
-def build_avdigits(folder: Path) -> dict[str, str]:
-    """Generate av-digits into ``folder`` (atomically: a temporary sibling folder renamed at the end).
-    Returns the manifest's ``{file: SHA-256}``."""
+def build_avdigits(folder: Path, replace: bool) -> None:
+    """Generate av-digits into ``folder`` atomically: in a temporary sibling folder renamed at the end. When another
+    process finished the same build first (same bytes: the build is deterministic), its folder is kept unless
+    ``replace`` (a rebuild, or a folder without a manifest)."""
     try:
         version = importlib.metadata.version(ESPEAK_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
@@ -145,10 +146,13 @@ def build_avdigits(folder: Path) -> dict[str, str]:
         (staging / "manifest.json").write_text(json.dumps(
             {"version": AVDIGITS_VERSION, "espeakng_loader": version, "pool_sha256": digest, "sha256": sha256},
             indent=1))
-        if folder.exists():
+        try:
+            staging.rename(folder)
+        except OSError:  # the folder exists: built meanwhile by another process, or being replaced
+            if not replace and (folder / "manifest.json").is_file():
+                return
             shutil.rmtree(folder)
-        staging.rename(folder)
-        return sha256
+            staging.rename(folder)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
