@@ -83,13 +83,7 @@ def regression_metrics(y_true: Tensor | np.ndarray | Sequence[float],
     """
     from sklearn.metrics import mean_absolute_error, mean_squared_error
 
-    truth = _as_numpy("y_true", y_true).astype(np.float64)
-    predicted = _as_numpy("y_pred", y_pred).astype(np.float64)
-    if predicted.ndim == 2 and predicted.shape[1] == 1:
-        predicted = predicted[:, 0]
-    if truth.ndim != 1 or truth.size == 0 or predicted.shape != truth.shape:
-        raise ValueError(f"y_true, y_pred: expected shapes [N] and [N] (or [N, 1]) with N >= 1, got {truth.shape} "
-                         f"and {predicted.shape}")
+    truth, predicted = _paired_values(y_true, y_pred)
     total = float(((truth - truth.mean()) ** 2).sum())
     residual = float(((truth - predicted) ** 2).sum())
     return {
@@ -124,13 +118,7 @@ def sentiment_metrics(y_true: Tensor | np.ndarray | Sequence[float],
     """
     from sklearn.metrics import accuracy_score, f1_score
 
-    truth = _as_numpy("y_true", y_true).astype(np.float64)
-    predicted = _as_numpy("y_pred", y_pred).astype(np.float64)
-    if predicted.ndim == 2 and predicted.shape[1] == 1:
-        predicted = predicted[:, 0]
-    if truth.ndim != 1 or truth.size == 0 or predicted.shape != truth.shape:
-        raise ValueError(f"y_true, y_pred: expected shapes [N] and [N] (or [N, 1]) with N >= 1, got {truth.shape} "
-                         f"and {predicted.shape}")
+    truth, predicted = _paired_values(y_true, y_pred)
     if not (np.isfinite(truth).all() and np.isfinite(predicted).all()):
         raise ValueError("y_true, y_pred: expected finite sentiment scores, got NaN or Inf")
     binary_truth, binary_pred = binary_sentiment(truth), binary_sentiment(predicted)
@@ -249,6 +237,19 @@ def _as_numpy(arg: str, value: Tensor | np.ndarray | Sequence) -> np.ndarray:
             raise TypeError(f"{arg}: expected numbers, got dtype {array.dtype}")
         return array
     raise TypeError(f"{arg}: expected a Tensor, ndarray or list, got {type(value).__name__}")
+
+
+def _paired_values(y_true: Tensor | np.ndarray | Sequence[float],
+                   y_pred: Tensor | np.ndarray | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets ``[N]`` and predictions ``[N]`` (or ``[N, 1]``) as float64 arrays ``[N]``, N >= 1."""
+    truth = _as_numpy("y_true", y_true).astype(np.float64)
+    predicted = _as_numpy("y_pred", y_pred).astype(np.float64)
+    if predicted.ndim == 2 and predicted.shape[1] == 1:
+        predicted = predicted[:, 0]
+    if truth.ndim != 1 or truth.size == 0 or predicted.shape != truth.shape:
+        raise ValueError(f"y_true, y_pred: expected shapes [N] and [N] (or [N, 1]) with N >= 1, got {truth.shape} "
+                         f"and {predicted.shape}")
+    return truth, predicted
 
 
 def _describe(value: object) -> str:
