@@ -60,6 +60,10 @@ SNR_DB = (-3.0, 7.0)    # speech to background, drawn uniformly per sample
 BABBLE_DB = -6.0        # the second speaker relative to the first
 PIXEL_NOISE = 140.0     # std of the Gaussian pixel noise on the 0..255 scale
 IMAGE_TEST_FRACTION = 0.25
+RECIPE = {"version": AVDIGITS_VERSION, "test_speakers": TEST_SPEAKERS, "window": WINDOW, "hop": HOP, "n_fft": N_FFT,
+          "bins": BINS, "dynamic_range_db": DYNAMIC_RANGE_DB, "snr_db": list(SNR_DB), "babble_db": BABBLE_DB,
+          "pixel_noise": PIXEL_NOISE, "image_test_fraction": IMAGE_TEST_FRACTION}
+"""Everything the build depends on besides the speech pool; a cache built with another recipe is rebuilt."""
 
 
 def avdigits_root(root: str | Path | None = None) -> Path:
@@ -76,7 +80,7 @@ def load_avdigits(root: str | Path | None = None, rebuild: bool = False) -> dict
 
     Args:
         root: the cache folder (default: ``~/.cache/mmgraph/avdigits-v1``, or under ``$MMGRAPH_CACHE``).
-        rebuild: build again even if the cache is there.
+        rebuild: build again even if the cache is there (a cache of another recipe is always rebuilt).
 
     Returns:
         ``{"train", "valid", "test"}`` of :class:`MultiModalDataset` named ``"av-digits"``: ``image: [N, 1, 28,
@@ -89,12 +93,11 @@ def load_avdigits(root: str | Path | None = None, rebuild: bool = False) -> dict
         ValueError: when a cached file does not match its manifest (delete the folder or pass ``rebuild=True``).
     """
     folder = avdigits_root(root)
-    if rebuild or not (folder / "manifest.json").is_file():
+    manifest_path = folder / "manifest.json"
+    stale = manifest_path.is_file() and json.loads(manifest_path.read_text()).get("recipe") != RECIPE
+    if rebuild or stale or not manifest_path.is_file():
         build_avdigits(folder, replace=rebuild or folder.exists())  # a folder without manifest is a broken one
-    manifest = json.loads((folder / "manifest.json").read_text())
-    if manifest.get("version") != AVDIGITS_VERSION:
-        raise ValueError(f"{folder / 'manifest.json'}: av-digits version {manifest.get('version')}, expected "
-                         f"{AVDIGITS_VERSION}; pass rebuild=True or delete {folder}")
+    manifest = json.loads(manifest_path.read_text())
     arrays = {}
     for name in FILES:
         path = folder / name
@@ -144,7 +147,8 @@ def build_avdigits(folder: Path, replace: bool) -> None:
             sha256[name] = hashlib.sha256(array.tobytes()).hexdigest()
         pool_path.unlink()
         (staging / "manifest.json").write_text(json.dumps(
-            {"version": AVDIGITS_VERSION, "espeakng_loader": version, "pool_sha256": digest, "sha256": sha256},
+            {"version": AVDIGITS_VERSION, "recipe": RECIPE, "espeakng_loader": version, "pool_sha256": digest,
+             "sha256": sha256},
             indent=1))
         try:
             staging.rename(folder)
