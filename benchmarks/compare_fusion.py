@@ -64,6 +64,8 @@ DATA_DIR_FILES = {"mosi": "mosi_raw.pkl", "mosei": "mosei_senti_data.pkl", "avmn
 AUDIO_VISUAL = ("av-digits", "avmnist")
 UNIMODAL = ("unimodal:image", "unimodal:audio")
 AUDIO_FRAMES = 14  # the temporal GNN sees the 112 spectrogram columns pooled into 14 frames of 8
+# the spectrogram as frames into the GNN: with temporal edges, and without them (the control for the frame encoder)
+FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal")
 DROP_RATES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8)
 GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "attention"}
 # On sequence data the fusions that read sequences compete: the temporal GNN, the same GNN without temporal edges,
@@ -96,8 +98,8 @@ def method_spec(dataset: str, method: str) -> tuple[str, dict]:
     """Registry name and fusion kwargs of a benchmark method."""
     if dataset == "synthetic-temporal":
         return TEMPORAL_METHODS[method]
-    if method == "gnn-temporal":
-        return TEMPORAL_METHODS["gnn"]
+    if method in FRAME_METHODS:
+        return TEMPORAL_METHODS["gnn" if method == "gnn-temporal" else "gnn-no-temporal"]
     if method in UNIMODAL:
         return "concat", {}  # one modality: the same encoder, then the same MLP + head as early fusion
     return method, (dict(GNN_KWARGS) if method == "gnn" else {})
@@ -107,7 +109,7 @@ def default_methods(dataset: str) -> list[str]:
     if dataset == "synthetic-temporal":
         return list(TEMPORAL_METHODS)
     if dataset in AUDIO_VISUAL:
-        return [*available_fusions(), "gnn-temporal", *UNIMODAL]
+        return [*available_fusions(), *FRAME_METHODS, *UNIMODAL]
     return available_fusions()
 
 
@@ -224,16 +226,16 @@ class RepeatSteps(nn.Module):
 
 def audio_visual_encoders(data: MultiModalDataset, method: str, dim: int, dropout: float) -> dict[str, nn.Module]:
     """The encoders every method gets on image + spectrogram data: a :class:`DigitCNN` per image, with a strided stem
-    per spectrogram; for ``gnn-temporal`` the spectrogram as frames and the image repeated at every frame."""
+    per spectrogram; for :data:`FRAME_METHODS` the spectrogram as frames and the image repeated at every frame."""
     encoders: dict[str, nn.Module] = {}
     for name, shape in data.input_shapes.items():
-        if name == "audio" and method == "gnn-temporal":
+        if name == "audio" and method in FRAME_METHODS:
             encoders[name] = SpectrogramFrames(dim, shape[1], dropout)
         elif name == "audio":
             encoders[name] = DigitCNN(dim, in_channels=shape[0], stem=shape[1] // 28, dropout=dropout)
         else:
             encoders[name] = DigitCNN(dim, in_channels=shape[0], dropout=dropout)
-    if method == "gnn-temporal":
+    if method in FRAME_METHODS:
         encoders = {name: e if name == "audio" else RepeatSteps(e, AUDIO_FRAMES) for name, e in encoders.items()}
     return encoders
 
@@ -662,7 +664,7 @@ def plan(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]], lis
         if unknown:
             raise SystemExit(f"error: --methods: unknown method(s) {unknown}; expected some of "
                              f"{available_fusions()} (sequence data: {list(TEMPORAL_METHODS)}; image + audio data: "
-                             f"also {['gnn-temporal', *UNIMODAL]})")
+                             f"also {[*FRAME_METHODS, *UNIMODAL]})")
         methods[dataset] = [m for m in chosen if m in valid]
     seeds = args.seeds if args.seeds is not None else ([0, 1, 2, 3, 4] if full else [0])
     budget = Budget(epochs=args.epochs or (100 if full else 25), patience=15 if full else 6)
