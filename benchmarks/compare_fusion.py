@@ -91,7 +91,7 @@ class Budget:
     weight_decay: float = 1e-3  # weight decay and encoder dropout: chosen on validation by tune_budget.py
     encoder_dropout: float = 0.2
     grid: dict = field(default_factory=dict)  # name -> candidate values, selected on validation accuracy
-    image_audio: tuple[int, int] = (8, 4)  # (epochs, patience) on image + spectrogram data (CNNs: costlier epochs)
+    image_audio: tuple[int, int] = (5, 3)  # (epochs, patience) on image + spectrogram data (CNNs: costlier epochs)
 
 
 def method_spec(dataset: str, method: str) -> tuple[str, dict]:
@@ -668,7 +668,7 @@ def plan(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]], lis
         methods[dataset] = [m for m in chosen if m in valid]
     seeds = args.seeds if args.seeds is not None else ([0, 1, 2, 3, 4] if full else [0])
     budget = Budget(epochs=args.epochs or (100 if full else 25), patience=15 if full else 6)
-    budget.image_audio = (args.epochs or (40 if full else 8), 8 if full else 4)
+    budget.image_audio = (args.epochs or (40 if full else 5), 8 if full else 3)
     if args.grid:
         budget.grid = {"dropout": [0.0, 0.3]}
     return datasets, methods, seeds, budget
