@@ -335,12 +335,18 @@ def run_one(dataset: str, data: MultiModalDataset, method: str, split: tuple, se
     }
     if robustness:
         num_modalities = len(test.modalities)
-        exact, bernoulli = {}, {}
+        exact, bernoulli, seen = {}, {}, {}
+
+        def accuracy_with(keep: torch.Tensor) -> float:  # rates giving the same masks (few modalities) run once
+            key = keep.numpy().tobytes()
+            if key not in seen:
+                seen[key] = mean_accuracy(score(test, predict(best_model, test, keep, device)))
+            return seen[key]
+
         for rate in DROP_RATES:
-            keep = drop_fraction(len(test), num_modalities, rate, seed=1000 + seed)
-            exact[str(rate)] = mean_accuracy(score(test, predict(best_model, test, keep, device)))
-            keep = random_modality_mask(len(test), num_modalities, rate, seed=1000 + seed)
-            bernoulli[str(rate)] = mean_accuracy(score(test, predict(best_model, test, keep, device)))
+            exact[str(rate)] = accuracy_with(drop_fraction(len(test), num_modalities, rate, seed=1000 + seed))
+            bernoulli[str(rate)] = accuracy_with(random_modality_mask(len(test), num_modalities, rate,
+                                                                      seed=1000 + seed))
         record["robustness"], record["robustness_bernoulli"] = exact, bernoulli
         record["corruption"] = corruption_curves(best_model, test, modalities, record["accuracy"], seed, device)
     return record
