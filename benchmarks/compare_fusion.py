@@ -3,6 +3,7 @@
     python benchmarks/compare_fusion.py --quick            # < 5 min on 2 CPU cores: every method, 1 split
     python benchmarks/compare_fusion.py --full             # the complete protocol (docs/benchmarks.md)
     python benchmarks/compare_fusion.py --datasets handwritten --methods gnn concat --seeds 0 1 --epochs 20
+    python benchmarks/compare_fusion.py --full --datasets av-digits --data-dir ~/data   # + mosi/mosei/avmnist files
 
 Only the fusion differs between methods. Output goes to results/ for --full and results/quick/ otherwise. Hyper-parameters (a small grid in --full) are chosen per split on the
 validation part of the training data; the test split is evaluated once per run. Writes `<out>/compare_fusion.md`,
@@ -12,6 +13,7 @@ validation part of the training data; the test split is evaluated once per run. 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -25,24 +27,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmgraph.data import (  # noqa: E402
     MultiModalDataset,
+    load_avdigits,
+    load_avmnist,
     load_handwritten,
+    load_mosei,
+    load_mosi,
     load_nutrimouse,
     standardize,
     stratified_split,
 )
 from mmgraph.data.synthetic import make_interaction, make_temporal, random_modality_mask  # noqa: E402
 from mmgraph.fusion import available_fusions  # noqa: E402
-from mmgraph.metrics import classification_metrics  # noqa: E402
+from mmgraph.encoders import MLPEncoder  # noqa: E402
+from mmgraph.metrics import (  # noqa: E402
+    classification_metrics,
+    corrupt,
+    corruption_levels,
+    effective_robustness,
+    relative_robustness,
+    sentiment_metrics,
+)
 from mmgraph.model import FusionModel  # noqa: E402
 from mmgraph.train import fit  # noqa: E402
 from mmgraph.utils import resolve_device  # noqa: E402
 
-DATASETS = ("handwritten", "nutrimouse", "synthetic-interaction", "synthetic-temporal")
+DATASETS = ("handwritten", "nutrimouse", "synthetic-interaction", "synthetic-temporal", "av-digits")
+# with --data-dir DIR: the field's benchmarks, from the files users already have (docs/data.md), when present
+DATA_DIR_FILES = {"mosi": "mosi_raw.pkl", "mosei": "mosei_senti_data.pkl", "avmnist": "avmnist"}
+# image + spectrogram data sets: CNN encoders, unimodal baselines, the audio as frames into the temporal GNN
+AUDIO_VISUAL = ("av-digits", "avmnist")
+UNIMODAL = ("unimodal:image", "unimodal:audio")
+AUDIO_FRAMES = 14  # the temporal GNN sees the 112 spectrogram columns pooled into 14 frames of 8
+# the spectrogram as frames into the GNN: with temporal edges, and without them (the control for the frame encoder)
+FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal")
 DROP_RATES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8)
 GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "attention"}
 # On sequence data the fusions that read sequences compete: the temporal GNN, the same GNN without temporal edges,
@@ -70,23 +93,41 @@ class Budget:
     encoder_hidden: int = 256  # hidden width of each vector modality's MLP encoder
     label_smoothing: float = 0.1  # early stopping on accuracy breaks ties by the lower validation loss (fit)
     grid: dict = field(default_factory=dict)  # name -> candidate values, selected on validation accuracy
+    image_audio: tuple[int, int] = (5, 3)  # (epochs, patience) on image + spectrogram data (CNNs: costlier epochs)
 
 
 def method_spec(dataset: str, method: str) -> tuple[str, dict]:
     """Registry name and fusion kwargs of a benchmark method."""
     if dataset == "synthetic-temporal":
         return TEMPORAL_METHODS[method]
+    if method in FRAME_METHODS:
+        return TEMPORAL_METHODS["gnn" if method == "gnn-temporal" else "gnn-no-temporal"]
+    if method in UNIMODAL:
+        return "concat", {}  # one modality: the same encoder, then the same MLP + head as early fusion
     return method, (dict(GNN_KWARGS) if method == "gnn" else {})
 
 
 def default_methods(dataset: str) -> list[str]:
     if dataset == "synthetic-temporal":
         return list(TEMPORAL_METHODS)
+    if dataset in AUDIO_VISUAL:
+        return [*available_fusions(), *FRAME_METHODS, *UNIMODAL]
     return available_fusions()
 
 
 # ---------------------------------------------------------------------------------------------- data and splits
-def load(dataset: str, seed: int = 0, quick: bool = False) -> MultiModalDataset:
+_FIXED_SPLITS: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def load(dataset: str, seed: int = 0, quick: bool = False, data_dir: Path | None = None) -> MultiModalDataset:
+    if dataset in ("av-digits", *DATA_DIR_FILES):
+        if dataset == "av-digits":
+            parts = load_avdigits()
+        else:
+            path = Path(data_dir or ".") / DATA_DIR_FILES[dataset]
+            parts = {"mosi": load_mosi, "mosei": load_mosei, "avmnist": load_avmnist}[dataset](path)
+        data, _FIXED_SPLITS[dataset] = concatenate([parts["train"], parts["valid"], parts["test"]])
+        return data
     if dataset == "handwritten":
         return load_handwritten()
     if dataset == "nutrimouse":
@@ -101,7 +142,10 @@ def load(dataset: str, seed: int = 0, quick: bool = False) -> MultiModalDataset:
 
 def splits(dataset: str, data: MultiModalDataset, seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(train, val, test) index triples of one seed: one stratified 80/20 split with validation carved from the
-    training part, or, for nutrimouse (n = 40), one repetition of stratified 5-fold cross-validation."""
+    training part, or, for nutrimouse (n = 40), one repetition of stratified 5-fold cross-validation; the data sets
+    published with their split (av-digits, avmnist, mosi, mosei) keep it, whatever the seed."""
+    if dataset in _FIXED_SPLITS:
+        return [_FIXED_SPLITS[dataset]]
     if dataset != "nutrimouse":
         return [stratified_split(data, test_size=0.2, val_size=0.2, seed=seed)]
     from sklearn.model_selection import StratifiedKFold
@@ -113,6 +157,89 @@ def splits(dataset: str, data: MultiModalDataset, seed: int) -> list[tuple[torch
         train_val = torch.as_tensor(train_val)
         folds.append((train_val[inner], train_val[val], torch.as_tensor(test)))
     return folds
+
+
+def concatenate(parts: Sequence[MultiModalDataset]) -> tuple[MultiModalDataset, tuple[torch.Tensor, ...]]:
+    """One dataset holding ``parts`` one after the other, and the index range of each part."""
+    batches = [part[torch.arange(len(part))] for part in parts]
+    step_masks = [b.step_mask for b in batches]
+    data = MultiModalDataset(
+        {m: torch.cat([b.inputs[m] for b in batches]) for m in parts[0].modalities},
+        {t: torch.cat([b.targets[t] for b in batches]) for t in parts[0].tasks},
+        torch.cat([b.mask for b in batches]),
+        None if step_masks[0] is None else {m: torch.cat([s[m] for s in step_masks]) for m in step_masks[0]},
+        task_types=parts[0].tasks, name=parts[0].name, class_names=parts[0].class_names)
+    bounds = torch.tensor([0, *(len(part) for part in parts)]).cumsum(0).tolist()
+    return data, tuple(torch.arange(start, stop) for start, stop in zip(bounds[:-1], bounds[1:]))
+
+
+def only(data: MultiModalDataset, modality: str) -> MultiModalDataset:
+    """``data`` restricted to one modality, present in every sample (the split indices stay valid)."""
+    if not bool(data.mask[:, data.modalities.index(modality)].all()):
+        raise ValueError(f"unimodal:{modality}: {data.name} lacks {modality!r} in some samples; a unimodal baseline "
+                         "needs it in every sample")
+    steps = (data.step_mask or {}).get(modality)
+    return MultiModalDataset({modality: data.features[modality]}, data.targets, None,
+                             None if steps is None else {modality: steps}, task_types=data.tasks, name=data.name,
+                             class_names=data.class_names)
+
+
+class DigitCNN(nn.Module):
+    """A LeNet-style image encoder: two 3x3 conv blocks (16, 32 channels), each with ReLU and 2x2 max-pooling,
+    then a linear map of the flattened 7 x 7 grid (spatial layout kept: digits need it). ``stem > 1`` puts a
+    stride-``stem`` convolution (8 channels) in front, so a 112 x 112 spectrogram (``stem=4``) costs what a 28 x 28
+    image costs. ``x: [B, C, 28 * stem, 28 * stem] -> [B, out_dim]``."""
+
+    def __init__(self, out_dim: int, in_channels: int = 1, stem: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 8, stem, stride=stem), nn.ReLU()] if stem > 1 else []
+        self.features = nn.Sequential(
+            *layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout))
+        self.proj = nn.LazyLinear(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(x))
+
+
+class SpectrogramFrames(nn.Module):
+    """The spectrogram as a frame sequence: ``[B, 1, F, T]`` (rows = frequency, columns = time) averaged into
+    ``AUDIO_FRAMES`` frames, each encoded by an MLP: ``-> [B, AUDIO_FRAMES, D]`` (temporal nodes of the GNN)."""
+
+    def __init__(self, out_dim: int, frequencies: int, dropout: float) -> None:
+        super().__init__()
+        self.mlp = MLPEncoder(out_dim, in_dim=frequencies, dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = nn.functional.adaptive_avg_pool1d(x.flatten(1, 2), AUDIO_FRAMES)  # [B, F, AUDIO_FRAMES]
+        return self.mlp(frames.transpose(1, 2))
+
+
+class RepeatSteps(nn.Module):
+    """A static modality next to sequence nodes: its embedding ``[B, D]`` repeated as ``[B, steps, D]``."""
+
+    def __init__(self, encoder: nn.Module, steps: int) -> None:
+        super().__init__()
+        self.encoder, self.steps = encoder, steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x).unsqueeze(1).expand(-1, self.steps, -1)
+
+
+def audio_visual_encoders(data: MultiModalDataset, method: str, dim: int, dropout: float) -> dict[str, nn.Module]:
+    """The encoders every method gets on image + spectrogram data: a :class:`DigitCNN` per image, with a strided stem
+    per spectrogram; for :data:`FRAME_METHODS` the spectrogram as frames and the image repeated at every frame."""
+    encoders: dict[str, nn.Module] = {}
+    for name, shape in data.input_shapes.items():
+        if name == "audio" and method in FRAME_METHODS:
+            encoders[name] = SpectrogramFrames(dim, shape[1], dropout)
+        elif name == "audio":
+            encoders[name] = DigitCNN(dim, in_channels=shape[0], stem=shape[1] // 28, dropout=dropout)
+        else:
+            encoders[name] = DigitCNN(dim, in_channels=shape[0], dropout=dropout)
+    if method in FRAME_METHODS:
+        encoders = {name: e if name == "audio" else RepeatSteps(e, AUDIO_FRAMES) for name, e in encoders.items()}
+    return encoders
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -127,14 +254,21 @@ def predict(model: FusionModel, data: MultiModalDataset, mask: torch.Tensor | No
             batch = data[index].to(device)
             present = batch.mask if mask is None else batch.mask & mask[index].to(device)
             for task, logits in model(batch.inputs, present, batch.step_mask).items():
-                out.setdefault(task, []).append(logits.argmax(-1).cpu())
+                out.setdefault(task, []).append(logits.argmax(-1).cpu() if data.tasks[task] else logits[:, 0].cpu())
     return {task: torch.cat(parts) for task, parts in out.items()}
 
 
 def score(data: MultiModalDataset, predictions: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Classification metrics per task; a regression task (sentiment) gets the affect scores, with Acc-2 and its F1
+    as its ``accuracy`` and ``macro_f1``."""
     batch = data[torch.arange(len(data))]
     return {task: classification_metrics(batch.targets[task], predictions[task], data.tasks[task])
-            for task in data.tasks}
+            if data.tasks[task] else _sentiment(batch.targets[task], predictions[task]) for task in data.tasks}
+
+
+def _sentiment(truth: torch.Tensor, predicted: torch.Tensor) -> dict:
+    metrics = sentiment_metrics(truth, predicted)
+    return {**metrics, "accuracy": metrics["acc2"], "macro_f1": metrics["f1"], "macro_recall": math.nan}
 
 
 def mean_accuracy(metrics: dict[str, dict]) -> float:
@@ -152,13 +286,20 @@ def inference_rate(model: FusionModel, data: MultiModalDataset, device: torch.de
 
 
 def train_once(train: MultiModalDataset, val: MultiModalDataset, fusion: str, fusion_kwargs: dict, budget: Budget,
-               config: dict, seed: int, device: torch.device, modality_dropout: float) -> tuple[FusionModel, dict]:
+               config: dict, seed: int, device: torch.device, modality_dropout: float,
+               method: str | None = None) -> tuple[FusionModel, dict]:
+    """Train one model; on image + spectrogram data (``method`` given) with :func:`audio_visual_encoders`."""
     torch.manual_seed(seed)
-    encoder_kwargs = {"hidden": budget.encoder_hidden,
-                      "dropout": config.get("encoder_dropout", budget.encoder_dropout)}
-    model = FusionModel.from_dataset(train, fusion, dim=budget.dim, fusion_kwargs=dict(fusion_kwargs),
-                                     encoder_kwargs=encoder_kwargs, modality_dropout=modality_dropout,
-                                     head_dropout=config.get("dropout", 0.0))
+    encoder_dropout = config.get("encoder_dropout", budget.encoder_dropout)
+    if method is not None:
+        model = FusionModel(audio_visual_encoders(train, method, budget.dim, encoder_dropout), fusion, train.tasks,
+                            dim=budget.dim, fusion_kwargs=dict(fusion_kwargs), modality_dropout=modality_dropout,
+                            head_dropout=config.get("dropout", 0.0))
+    else:
+        model = FusionModel.from_dataset(train, fusion, dim=budget.dim, fusion_kwargs=dict(fusion_kwargs),
+                                         encoder_kwargs={"hidden": budget.encoder_hidden,
+                                                         "dropout": encoder_dropout},
+                                         modality_dropout=modality_dropout, head_dropout=config.get("dropout", 0.0))
     result = fit(model, train, val, optimizer=budget.optimizer, lr=config.get("lr", budget.lr),
                  weight_decay=config.get("weight_decay", budget.weight_decay), epochs=budget.epochs,
                  batch_size=budget.batch_size, patience=budget.patience, label_smoothing=budget.label_smoothing,
@@ -171,13 +312,17 @@ def run_one(dataset: str, data: MultiModalDataset, method: str, split: tuple, se
             device: torch.device, modality_dropout: float, robustness: bool) -> dict:
     """Select the configuration on validation, evaluate the test split once, then under test-time drops."""
     train_idx, val_idx, test_idx = split
+    modalities = list(data.modalities)
+    if method in UNIMODAL:
+        data = only(data, method.split(":")[1])
     train, val, test = standardize(data.subset(train_idx), data.subset(val_idx), data.subset(test_idx))
     fusion, fusion_kwargs = method_spec(dataset, method)
     keys = sorted(budget.grid)
     configs = [dict(zip(keys, values)) for values in itertools.product(*(budget.grid[k] for k in keys))] or [{}]
     best_model, best_info, total_time = None, None, 0.0
     for config in configs:
-        model, info = train_once(train, val, fusion, fusion_kwargs, budget, config, seed, device, modality_dropout)
+        model, info = train_once(train, val, fusion, fusion_kwargs, budget, config, seed, device, modality_dropout,
+                                 method=method if dataset in AUDIO_VISUAL else None)
         total_time += info["train_time_s"]
         if best_info is None or info["best_val"] > best_info["best_val"]:
             best_model, best_info = model, info
@@ -194,14 +339,40 @@ def run_one(dataset: str, data: MultiModalDataset, method: str, split: tuple, se
     }
     if robustness:
         num_modalities = len(test.modalities)
-        exact, bernoulli = {}, {}
+        exact, bernoulli, seen = {}, {}, {}
+
+        def accuracy_with(keep: torch.Tensor) -> float:  # rates giving the same masks (few modalities) run once
+            key = keep.numpy().tobytes()
+            if key not in seen:
+                seen[key] = mean_accuracy(score(test, predict(best_model, test, keep, device)))
+            return seen[key]
+
         for rate in DROP_RATES:
-            keep = drop_fraction(len(test), num_modalities, rate, seed=1000 + seed)
-            exact[str(rate)] = mean_accuracy(score(test, predict(best_model, test, keep, device)))
-            keep = random_modality_mask(len(test), num_modalities, rate, seed=1000 + seed)
-            bernoulli[str(rate)] = mean_accuracy(score(test, predict(best_model, test, keep, device)))
+            exact[str(rate)] = accuracy_with(drop_fraction(len(test), num_modalities, rate, seed=1000 + seed))
+            bernoulli[str(rate)] = accuracy_with(random_modality_mask(len(test), num_modalities, rate,
+                                                                      seed=1000 + seed))
         record["robustness"], record["robustness_bernoulli"] = exact, bernoulli
+        record["corruption"] = corruption_curves(best_model, test, modalities, record["accuracy"], seed, device)
     return record
+
+
+def corruption_curves(model: FusionModel, test: MultiModalDataset, modalities: list[str], clean: float, seed: int,
+                      device: torch.device) -> dict[str, dict[str, float]]:
+    """MultiBench's protocol: test accuracy with one modality corrupted at each of 11 levels (Gaussian noise on
+    z-scored features and images, steps masked on sequences), the others clean: ``{modality: {level: accuracy}}``.
+    A modality the model does not read (a unimodal baseline) leaves its accuracy at the clean value."""
+    curves: dict[str, dict[str, float]] = {}
+    for position, name in enumerate(modalities):
+        curves[name] = {"0.0": clean}
+        for level in corruption_levels()[1:]:
+            if name not in test.modalities:
+                curves[name][str(level)] = clean
+                continue
+            x = test.features[name]
+            sequence = test.step_mask is not None and name in test.step_mask
+            noisy = test.with_features({name: corrupt(x, level, sequence, seed=2000 + 100 * seed + position)})
+            curves[name][str(level)] = mean_accuracy(score(noisy, predict(model, noisy, None, device)))
+    return curves
 
 
 def drop_fraction(n: int, num_modalities: int, rate: float, seed: int) -> torch.Tensor:
@@ -216,14 +387,17 @@ def drop_fraction(n: int, num_modalities: int, rate: float, seed: int) -> torch.
 _DATA_CACHE: dict = {}
 
 
-def run_job(job: tuple, budget: Budget, device: str, quick: bool, threads: int | None) -> list[dict]:
+def run_job(job: tuple, budget: Budget, device: str, quick: bool, threads: int | None,
+            data_dir: Path | None = None) -> list[dict]:
     """All folds of one (dataset, seed, method, modality dropout) job; runs in a worker process or inline."""
     if threads:
         torch.set_num_threads(threads)
     dataset, seed, method, dropout = job
+    if dataset in AUDIO_VISUAL:
+        budget = dataclasses.replace(budget, epochs=budget.image_audio[0], patience=budget.image_audio[1])
     data_seed = seed if dataset.startswith("synthetic") else 0
     if (dataset, data_seed) not in _DATA_CACHE:
-        _DATA_CACHE[(dataset, data_seed)] = load(dataset, data_seed, quick=quick)
+        _DATA_CACHE[(dataset, data_seed)] = load(dataset, data_seed, quick=quick, data_dir=data_dir)
     data = _DATA_CACHE[(dataset, data_seed)]
     records = []
     for fold, split in enumerate(splits(dataset, data, seed)):
@@ -251,12 +425,16 @@ def summarise(records: list[dict]) -> dict:
         if "robustness" in runs[0]:
             row["robustness"] = {rate: statistics.fmean(r["robustness"][rate] for r in runs)
                                  for rate in runs[0]["robustness"]}
+        if "corruption" in runs[0]:
+            row["corruption"] = {m: {level: statistics.fmean(r["corruption"][m][level] for r in runs)
+                                     for level in curve} for m, curve in runs[0]["corruption"].items()}
         if runs[0]["test"] and len(runs[0]["test"]) > 1:
             row["per_task_accuracy"] = {task: statistics.fmean(r["test"][task]["accuracy"] for r in runs)
                                         for task in runs[0]["test"]}
         summary.setdefault(dataset, {}).setdefault(str(dropout), {})[method] = row
     for dataset, by_dropout in summary.items():
         for dropout, rows in by_dropout.items():
+            add_robustness_scores(rows, by_dropout.get("0.0", {}).get("late"))
             best = max(rows, key=lambda m: rows[m]["accuracy"]["mean"])
 
             def runs_of(method: str) -> dict:
@@ -270,6 +448,25 @@ def summarise(records: list[dict]) -> dict:
                     "best": best, "mean": statistics.fmean(diffs) if diffs else 0.0,
                     "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
     return summary
+
+
+def add_robustness_scores(rows: dict, late: dict | None) -> None:
+    """MultiBench's relative robustness (area under each corrupted modality's mean accuracy curve) and effective
+    robustness (area between that curve and late fusion's, shifted to the same clean accuracy; late fusion trained
+    without modality dropout is the reference), per modality and their mean over modalities."""
+    for row in rows.values():
+        if "corruption" not in row:
+            continue
+        relative, effective = {}, {}
+        for name, curve in row["corruption"].items():
+            levels = [float(level) for level in curve]
+            relative[name] = relative_robustness(levels, list(curve.values()))
+            if late is not None and "corruption" in late:
+                effective[name] = effective_robustness(levels, list(curve.values()),
+                                                       list(late["corruption"][name].values()))
+        row["relative_robustness"] = {**relative, "mean": statistics.fmean(relative.values())}
+        if effective:
+            row["effective_robustness"] = {**effective, "mean": statistics.fmean(effective.values())}
 
 
 def markdown(summary: dict, meta: dict) -> str:
@@ -307,8 +504,35 @@ def markdown(summary: dict, meta: dict) -> str:
                           "|---|" + "---|" * len(rates)]
                 for method, curve in sorted(robust.items(), key=lambda kv: -kv[1][rates[-1]]):
                     lines.append(f"| {method} | " + " | ".join(f"{100 * curve[r]:.2f}" for r in rates) + " |")
+            lines += corruption_table(rows)
             lines.append("")
     return "\n".join(lines)
+
+
+def corruption_table(rows: dict) -> list[str]:
+    """Markdown lines: relative and effective robustness per method and corrupted modality (MultiBench)."""
+    scored = {m: r for m, r in rows.items() if "relative_robustness" in r}
+    if not scored:
+        return []
+    modalities = list(next(iter(scored.values()))["corruption"])
+    effective = all("effective_robustness" in r for r in scored.values())
+    header = ["method", "clean", "rel. rob. (mean)"] + (["eff. rob. vs late (mean)"] if effective else [])
+    header += [f"rel. {m}" for m in modalities] + ([f"eff. {m}" for m in modalities] if effective else [])
+    lines = ["", "Robustness to corruption (MultiBench): one modality corrupted at levels 0.0, 0.1, ..., 1.0 (Gaussian "
+             "noise of that std on z-scored features and images, that fraction of steps masked on sequences), the "
+             "others clean. Relative robustness = area under the accuracy-vs-level curve (x100); effective robustness "
+             "= area between the curve and late fusion's shifted to the same clean accuracy (x100, > 0 = degrades "
+             "less than late fusion). Curves per level are in the JSON.", "",
+             "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for method, row in sorted(scored.items(), key=lambda kv: -kv[1]["relative_robustness"]["mean"]):
+        cells = [method, f"{100 * row['accuracy']['mean']:.2f}", f"{100 * row['relative_robustness']['mean']:.2f}"]
+        if effective:
+            cells.append(f"{100 * row['effective_robustness']['mean']:+.2f}")
+        cells += [f"{100 * row['relative_robustness'][m]:.2f}" for m in modalities]
+        if effective:
+            cells += [f"{100 * row['effective_robustness'][m]:+.2f}" for m in modalities]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _pm(stat: dict) -> str:
@@ -360,6 +584,27 @@ def plots(summary: dict, out: Path) -> list[str]:
             fig.savefig(path, dpi=120)
             plt.close(fig)
             written.append(path.name)
+
+        corrupted = {m: r["corruption"] for m, r in rows.items() if "corruption" in r}
+        if corrupted:
+            modalities = list(next(iter(corrupted.values())))
+            fig, axes = plt.subplots(1, len(modalities), figsize=(4.2 * len(modalities), 3.8), squeeze=False,
+                                     sharey=True)
+            for ax, name in zip(axes[0], modalities):
+                for method, curves in corrupted.items():
+                    curve = curves[name]
+                    ax.plot([float(level) for level in curve], [100 * v for v in curve.values()],
+                            "-" if method.startswith("gnn") else "--", lw=2.2 if method.startswith("gnn") else 1.0,
+                            label=f"{method} (rel. {100 * rows[method]['relative_robustness']['mean']:.1f})")
+                ax.set_xlabel(f"corruption level of {name}")
+                ax.set_title(f"{dataset}: {name} corrupted")
+            axes[0][0].set_ylabel("test accuracy (%)")
+            axes[0][-1].legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            path = out / f"corruption_{dataset}.png"
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+            written.append(path.name)
     return written
 
 
@@ -386,6 +631,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grid", action="store_true",
                         help="also select head dropout in {0, 0.3} per method and split on validation accuracy")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="folder with the field's benchmark files: adds " + ", ".join(
+                            f"{name} ({path})" for name, path in DATA_DIR_FILES.items()) +
+                        " for those present (docs/data.md)")
     return parser.parse_args(argv)
 
 
@@ -400,21 +649,36 @@ def trains_with_modality_dropout(dataset: str, method: str, full: bool) -> bool:
 def plan(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]], list[int], Budget]:
     full = args.full
     datasets = args.datasets or (list(DATASETS) if full else ["handwritten", "synthetic-interaction",
-                                                              "synthetic-temporal"])
+                                                              "synthetic-temporal", "av-digits"])
     for name in datasets:
-        if name not in DATASETS:
-            raise SystemExit(f"error: --datasets: unknown data set {name!r}; expected some of {list(DATASETS)}")
+        if name not in DATASETS and name not in DATA_DIR_FILES:
+            raise SystemExit(f"error: --datasets: unknown data set {name!r}; expected some of "
+                             f"{[*DATASETS, *DATA_DIR_FILES]}")
+    datasets = [name for name in datasets if name not in DATA_DIR_FILES]
+    if args.data_dir is not None:
+        for name, path in DATA_DIR_FILES.items():
+            if args.datasets and name not in args.datasets:
+                continue
+            if (args.data_dir / path).exists():
+                datasets.append(name)
+            else:
+                print(f"note: {name} skipped: {args.data_dir / path} not found (docs/data.md)", file=sys.stderr)
+    elif args.datasets and any(name in DATA_DIR_FILES for name in args.datasets):
+        raise SystemExit(f"error: --datasets: {[n for n in args.datasets if n in DATA_DIR_FILES]} need --data-dir")
     methods = {}
+    known = {m for name in (*DATASETS, *DATA_DIR_FILES) for m in default_methods(name)}
     for dataset in datasets:
         valid = default_methods(dataset)
         chosen = args.methods or valid
-        unknown = [m for m in chosen if m not in valid and m not in available_fusions()]
+        unknown = [m for m in chosen if m not in known]
         if unknown:
             raise SystemExit(f"error: --methods: unknown method(s) {unknown}; expected some of "
-                             f"{available_fusions()} (sequence data: {list(TEMPORAL_METHODS)})")
+                             f"{available_fusions()} (sequence data: {list(TEMPORAL_METHODS)}; image + audio data: "
+                             f"also {[*FRAME_METHODS, *UNIMODAL]})")
         methods[dataset] = [m for m in chosen if m in valid]
     seeds = args.seeds if args.seeds is not None else ([0, 1, 2, 3, 4] if full else [0])
     budget = Budget(epochs=args.epochs or (100 if full else 25), patience=15 if full else 6)
+    budget.image_audio = (args.epochs or (40 if full else 5), 8 if full else 3)
     if args.grid:
         budget.grid = {"dropout": [0.0, 0.3]}
     return datasets, methods, seeds, budget
@@ -428,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = resolve_device(args.device)
     protocol = "full" if args.full else "quick"
     args.out = args.out or Path("results" if args.full else "results/quick")
+    if "av-digits" in datasets:
+        load_avdigits()  # build the cache once, before the worker processes read it
     jobs = []
     for dataset in datasets:
         for seed in seeds:
@@ -448,7 +714,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         threads = args.threads or 1
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = {pool.submit(run_job, job, budget, str(device), not args.full, threads): job for job in jobs}
+            futures = {pool.submit(run_job, job, budget, str(device), not args.full, threads, args.data_dir): job
+                       for job in jobs}
             for future in as_completed(futures):
                 records.extend(future.result())
                 bar.set_postfix_str(" ".join(map(str, futures[future])))
@@ -456,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         for job in jobs:
             bar.set_postfix_str(" ".join(map(str, job)))
-            records.extend(run_job(job, budget, str(device), not args.full, args.threads))
+            records.extend(run_job(job, budget, str(device), not args.full, args.threads, args.data_dir))
             bar.update()
     bar.close()
     order = {job: i for i, job in enumerate(jobs)}

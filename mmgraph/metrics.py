@@ -2,6 +2,10 @@
 
 * :func:`classification_metrics`: accuracy, macro recall, macro F1 and the confusion matrix over a fixed class list.
 * :func:`regression_metrics`: MSE, MAE and R².
+* :func:`sentiment_metrics`: the affect literature's scores of sentiment regression in [-3, 3] (Acc-2 in both
+  variants, F1, Acc-7, MAE, Pearson correlation), as MulT and MultiBench compute them.
+* :func:`corruption_levels`, :func:`corrupt`, :func:`relative_robustness`, :func:`effective_robustness`: MultiBench's
+  robustness protocol (one modality corrupted at 11 levels 0.0 .. 1.0; areas under the accuracy-vs-level curve).
 * :func:`summarize`: ``(mean, std)`` of every scalar metric over a list of runs (seeds, folds).
 """
 
@@ -11,9 +15,20 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
-__all__ = ["classification_metrics", "regression_metrics", "summarize"]
+__all__ = [
+    "binary_sentiment",
+    "classification_metrics",
+    "corrupt",
+    "corruption_levels",
+    "effective_robustness",
+    "regression_metrics",
+    "relative_robustness",
+    "sentiment_metrics",
+    "summarize",
+]
 
 
 def classification_metrics(y_true: Tensor | np.ndarray | Sequence[int], y_pred_or_logits: Tensor | np.ndarray,
@@ -68,13 +83,7 @@ def regression_metrics(y_true: Tensor | np.ndarray | Sequence[float],
     """
     from sklearn.metrics import mean_absolute_error, mean_squared_error
 
-    truth = _as_numpy("y_true", y_true).astype(np.float64)
-    predicted = _as_numpy("y_pred", y_pred).astype(np.float64)
-    if predicted.ndim == 2 and predicted.shape[1] == 1:
-        predicted = predicted[:, 0]
-    if truth.ndim != 1 or truth.size == 0 or predicted.shape != truth.shape:
-        raise ValueError(f"y_true, y_pred: expected shapes [N] and [N] (or [N, 1]) with N >= 1, got {truth.shape} "
-                         f"and {predicted.shape}")
+    truth, predicted = _paired_values(y_true, y_pred)
     total = float(((truth - truth.mean()) ** 2).sum())
     residual = float(((truth - predicted) ** 2).sum())
     return {
@@ -82,6 +91,116 @@ def regression_metrics(y_true: Tensor | np.ndarray | Sequence[float],
         "mae": float(mean_absolute_error(truth, predicted)),
         "r2": 1.0 - residual / total if total > 0 else math.nan,
     }
+
+
+def binary_sentiment(values: Tensor | np.ndarray | Sequence[float], nonzero: bool = False) -> np.ndarray:
+    """The binary label of the sentiment literature from scores in [-3, 3] ``[N]``.
+
+    ``nonzero=False``: 1 = non-negative (``>= 0``), 0 = negative (MultiBench's Acc-2 "has0" variant).
+    ``nonzero=True``: 1 = positive (``> 0``), 0 = otherwise; evaluate it only on samples whose true score is
+    non-zero (MulT's ``exclude_zero``), as :func:`sentiment_metrics` does. ``-> int64 [N]``.
+    """
+    scores = _as_numpy("values", values).astype(np.float64).reshape(-1)
+    return (scores > 0 if nonzero else scores >= 0).astype(np.int64)
+
+
+def sentiment_metrics(y_true: Tensor | np.ndarray | Sequence[float],
+                      y_pred: Tensor | np.ndarray | Sequence[float]) -> dict[str, float]:
+    """The affect scores of sentiment predictions ``[N]`` (or ``[N, 1]``) against true scores in [-3, 3] ``[N]``.
+
+    * ``acc2``, ``f1``: negative vs non-negative (``>= 0``) over every sample;
+    * ``acc2_nonzero``, ``f1_nonzero``: negative vs positive (``> 0``) over the samples whose true score is not 0
+      (NaN when every true score is 0);
+    * ``acc7``: both clipped to [-3, 3] and rounded to the 7 classes -3 .. 3;
+    * ``mae``; ``pearson`` (NaN when either side is constant).
+
+    F1 is scikit-learn's class-weighted F1 (``average="weighted"``), as in MulT's ``eval_mosei_senti``.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    truth, predicted = _paired_values(y_true, y_pred)
+    if not (np.isfinite(truth).all() and np.isfinite(predicted).all()):
+        raise ValueError("y_true, y_pred: expected finite sentiment scores, got NaN or Inf")
+    binary_truth, binary_pred = binary_sentiment(truth), binary_sentiment(predicted)
+    nonzero = truth != 0
+    positive_truth, positive_pred = binary_sentiment(truth[nonzero], True), binary_sentiment(predicted[nonzero], True)
+    spread = truth.std() > 0 and predicted.std() > 0
+    return {
+        "acc2": float(accuracy_score(binary_truth, binary_pred)),
+        "f1": float(f1_score(binary_truth, binary_pred, average="weighted", zero_division=0)),
+        "acc2_nonzero": float(accuracy_score(positive_truth, positive_pred)) if nonzero.any() else math.nan,
+        "f1_nonzero": (float(f1_score(positive_truth, positive_pred, average="weighted", zero_division=0))
+                       if nonzero.any() else math.nan),
+        "acc7": float(np.mean(np.round(np.clip(truth, -3, 3)) == np.round(np.clip(predicted, -3, 3)))),
+        "mae": float(np.abs(truth - predicted).mean()),
+        "pearson": float(np.corrcoef(truth, predicted)[0, 1]) if spread else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- robustness
+def corruption_levels() -> list[float]:
+    """MultiBench's 11 corruption levels ``0.0, 0.1, ..., 1.0``."""
+    return [round(0.1 * k, 1) for k in range(11)]
+
+
+def corrupt(x: Tensor, level: float, sequence: bool = False, seed: int = 0) -> Tensor:
+    """One modality ``x: [N, ...]`` corrupted at ``level`` in [0, 1], as MultiBench's robustness protocol does.
+
+    * features and images (``sequence=False``): additive Gaussian noise of standard deviation ``level`` (in the
+      units of ``x``: one standard deviation of a z-scored feature at level 1);
+    * sequences ``[N, T, F]`` (``sequence=True``): each step zeroed (masked) with probability ``level``.
+
+    Level 0 returns ``x`` unchanged; the same ``seed`` gives the same corruption. ``-> Tensor`` shaped like ``x``.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
+        raise TypeError(f"x: expected a float Tensor [N, ...], got {_describe(x)}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 <= level <= 1.0:
+        raise ValueError(f"level: expected a number in [0, 1], got {level!r}")
+    if sequence and x.ndim != 3:
+        raise ValueError(f"x: sequence corruption expects frames [N, T, F], got shape {tuple(x.shape)}")
+    if level == 0:
+        return x
+    generator = torch.Generator().manual_seed(seed)
+    if sequence:
+        keep = torch.rand(x.shape[:2], generator=generator) >= level  # [N, T]
+        return x * keep.unsqueeze(-1).to(x.device, x.dtype)
+    noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    return x + level * noise
+
+
+def relative_robustness(levels: Sequence[float], accuracies: Sequence[float]) -> float:
+    """MultiBench's relative robustness: the area under the accuracy-vs-corruption-level curve (trapezoid rule).
+
+    ``levels``: increasing corruption levels, starting at 0 (usually :func:`corruption_levels`); ``accuracies``:
+    one per level. Over levels 0..1 the area lies in [0, 1] for accuracies in [0, 1].
+    """
+    grid, curve = _curve(levels, accuracies, "accuracies")
+    return _trapezoid(curve, grid)
+
+
+def effective_robustness(levels: Sequence[float], accuracies: Sequence[float],
+                         reference: Sequence[float]) -> float:
+    """MultiBench's effective robustness: the area between a method's curve and the reference method's curve (late
+    fusion in MultiBench) shifted to the method's clean accuracy: ``∫ acc(l) - (ref(l) - ref(0) + acc(0)) dl``
+    (trapezoid rule). Positive = the method loses less accuracy under corruption than the reference does.
+    """
+    grid, curve = _curve(levels, accuracies, "accuracies")
+    _, base = _curve(levels, reference, "reference")
+    return _trapezoid(curve - (base - base[0] + curve[0]), grid)
+
+
+def _trapezoid(curve: np.ndarray, grid: np.ndarray) -> float:
+    return float((0.5 * (curve[1:] + curve[:-1]) * np.diff(grid)).sum())
+
+
+def _curve(levels: Sequence[float], values: Sequence[float], arg: str) -> tuple[np.ndarray, np.ndarray]:
+    grid = np.asarray(levels, dtype=np.float64)
+    curve = np.asarray(values, dtype=np.float64)
+    if grid.ndim != 1 or grid.size < 2 or not (np.diff(grid) > 0).all():
+        raise ValueError(f"levels: expected at least two increasing levels, got {list(levels)}")
+    if curve.shape != grid.shape or not np.isfinite(curve).all():
+        raise ValueError(f"{arg}: expected {grid.size} finite values (one per level), got {list(values)}")
+    return grid, curve
 
 
 def summarize(runs: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, float]]:
@@ -118,3 +237,22 @@ def _as_numpy(arg: str, value: Tensor | np.ndarray | Sequence) -> np.ndarray:
             raise TypeError(f"{arg}: expected numbers, got dtype {array.dtype}")
         return array
     raise TypeError(f"{arg}: expected a Tensor, ndarray or list, got {type(value).__name__}")
+
+
+def _paired_values(y_true: Tensor | np.ndarray | Sequence[float],
+                   y_pred: Tensor | np.ndarray | Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets ``[N]`` and predictions ``[N]`` (or ``[N, 1]``) as float64 arrays ``[N]``, N >= 1."""
+    truth = _as_numpy("y_true", y_true).astype(np.float64)
+    predicted = _as_numpy("y_pred", y_pred).astype(np.float64)
+    if predicted.ndim == 2 and predicted.shape[1] == 1:
+        predicted = predicted[:, 0]
+    if truth.ndim != 1 or truth.size == 0 or predicted.shape != truth.shape:
+        raise ValueError(f"y_true, y_pred: expected shapes [N] and [N] (or [N, 1]) with N >= 1, got {truth.shape} "
+                         f"and {predicted.shape}")
+    return truth, predicted
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"{value.dtype} of shape {tuple(value.shape)}"
+    return type(value).__name__

@@ -535,10 +535,11 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str | tor
              ) -> dict[str, dict[str, Any]]:
     """Metrics of ``model`` on ``dataset`` (a :class:`~mmgraph.data.MultiModalDataset` with targets for the
     model's tasks): ``{task: classification_metrics(...)}`` (accuracy, macro_recall, macro_f1, confusion_matrix)
-    or ``{task: regression_metrics(...)}`` (mse, mae, r2). String labels are matched to the model's classes by
-    name, so a test set may hold fewer classes than the training set."""
+    or ``{task: regression_metrics(...)}`` (mse, mae, r2); the regression task ``"sentiment"`` (MOSI / MOSEI)
+    also gets ``sentiment_metrics`` (acc2, acc2_nonzero, f1, f1_nonzero, acc7, pearson). String labels are matched
+    to the model's classes by name, so a test set may hold fewer classes than the training set."""
     from mmgraph.data import MultiModalDataset
-    from mmgraph.metrics import classification_metrics, regression_metrics
+    from mmgraph.metrics import classification_metrics, regression_metrics, sentiment_metrics
 
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
@@ -556,6 +557,8 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str | tor
     for task, classes in tasks.items():
         if not classes:
             metrics[task] = regression_metrics(targets[task], outputs[task].squeeze(-1))
+            if task == "sentiment":
+                metrics[task].update(sentiment_metrics(targets[task], outputs[task].squeeze(-1)))
             continue
         metrics[task] = classification_metrics(_model_class_ids(raw_model, dataset, task), outputs[task], classes)
     return metrics

@@ -1,5 +1,6 @@
 """benchmarks/compare_fusion.py and benchmarks/throughput.py end to end on tiny configurations, and flag validation."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -82,3 +83,53 @@ def test_throughput_sequences_reports_every_backend_with_its_own_peak_memory(tmp
         assert row["ms_per_step"] > 0 and row["peak_rss_mib"] >= row["rss_before_model_mib"] > 0
     assert case["backends"]["sparse"]["path"] == "sparse" and case["backends"]["auto"]["path"] in ("dense", "sparse")
     assert "| 2/5/7 (14) | 3 | sparse (sparse) |" in result.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
+                    reason="av-digits needs the optional espeakng-loader package (mmgraph[data])")
+def test_av_digits_runs_fusions_temporal_gnn_and_unimodal_baselines_with_robustness_scores(tmp_path):
+    # as a user runs it: av-digits from the user's cache (~/.cache/mmgraph), built there on first use
+    result = run("--datasets", "av-digits", "--methods", "late", "gnn-temporal", "unimodal:image", "--epochs", "1",
+                 "--out", str(tmp_path), "--jobs", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "compare_fusion.json").read_text())
+    rows = report["summary"]["av-digits"]["0.0"]
+    assert set(rows) == {"late", "gnn-temporal", "unimodal:image"}
+    for method, row in rows.items():
+        assert set(row["corruption"]) == {"image", "audio"}
+        assert list(row["corruption"]["audio"]) == [str(k / 10) for k in range(11)]
+        assert set(row["relative_robustness"]) == {"image", "audio", "mean"}
+        assert set(row["effective_robustness"]) == {"image", "audio", "mean"}
+    assert rows["late"]["effective_robustness"]["mean"] == 0.0
+    # a unimodal baseline does not read the other modality: its accuracy does not move when that one is corrupted
+    image_only = rows["unimodal:image"]
+    assert set(image_only["corruption"]["audio"].values()) == {image_only["accuracy"]["mean"]}
+    parameters = {r["method"]: r["parameters"] for r in report["runs"]}
+    assert parameters["unimodal:image"] < parameters["late"]
+    table = (tmp_path / "compare_fusion.md").read_text()
+    assert "| unimodal:image |" in table and "rel. rob. (mean)" in table and "eff. audio" in table
+    assert "corruption_av-digits.png" in report["meta"]["plots"]
+
+
+def test_data_dir_adds_the_field_s_benchmarks_that_are_present(tmp_path):
+    from test_loaders import _write_affect, _write_avmnist
+
+    data_dir = tmp_path / "data"
+    (data_dir / "avmnist").mkdir(parents=True)
+    _write_affect(data_dir / "mosi_raw.pkl", {"vision": 6, "audio": 6, "text": 6},
+                  {"vision": 35, "audio": 74, "text": 300})
+    _write_avmnist(data_dir / "avmnist", n_train=48, n_test=10)
+    result = run("--datasets", "mosi", "mosei", "avmnist", "--data-dir", str(data_dir), "--methods", "late",
+                 "unimodal:audio", "--epochs", "1", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "note: mosei skipped" in result.stderr and "mosei_senti_data.pkl not found" in result.stderr
+    report = json.loads((tmp_path / "out" / "compare_fusion.json").read_text())
+    assert set(report["summary"]) == {"mosi", "avmnist"}
+    assert set(report["summary"]["mosi"]["0.0"]) == {"late"}  # no unimodal baselines on sequences with gaps
+    assert set(report["summary"]["avmnist"]["0.0"]) == {"late", "unimodal:audio"}
+    mosi = next(r for r in report["runs"] if r["dataset"] == "mosi")
+    assert {"acc2", "acc2_nonzero", "f1", "acc7", "mae", "pearson"} <= set(mosi["test"]["sentiment"])
+    assert mosi["accuracy"] == mosi["test"]["sentiment"]["acc2"]
+    assert len(next(r for r in report["runs"] if r["dataset"] == "avmnist")["test"]) == 1
+    missing = run("--datasets", "mosi", "--out", str(tmp_path / "none"))
+    assert missing.returncode != 0 and "need --data-dir" in missing.stderr

@@ -64,3 +64,73 @@ def test_summarize_gives_mean_and_sample_std_of_scalar_metrics():
         summarize([{"accuracy": 0.5}, {"f1": 0.3}])
     with pytest.raises(ValueError, match="runs"):
         summarize([])
+
+
+# ---------------------------------------------------------------------------------------------------- sentiment
+def test_sentiment_metrics_match_a_hand_computed_example():
+    from mmgraph.metrics import binary_sentiment, sentiment_metrics
+
+    truth = np.array([-2.6, -0.4, 0.0, 0.0, 1.2, 2.8])
+    predicted = np.array([-1.8, 0.3, 0.0, -0.6, 1.6, 3.9])
+    metrics = sentiment_metrics(truth, torch.tensor(predicted).unsqueeze(1))
+    # >= 0: truth 0 0 1 1 1 1, pred 0 1 1 0 1 1 -> 4/6
+    assert metrics["acc2"] == pytest.approx(4 / 6)
+    # non-zero truth only (-2.6, -0.4, 1.2, 2.8): > 0 truth 0 0 1 1, pred 0 1 1 1 -> 3/4
+    assert metrics["acc2_nonzero"] == pytest.approx(3 / 4)
+    # weighted F1 of the non-zero variant: class 0 (support 2) P 1 R 1/2 F 2/3; class 1 (support 2) P 2/3 R 1 F 4/5
+    assert metrics["f1_nonzero"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # 7 classes: rounded truth -3 -0 0 0 1 3, rounded clipped pred -2 0 0 -1 2 3 -> 3/6
+    assert metrics["acc7"] == pytest.approx(3 / 6)
+    assert metrics["mae"] == pytest.approx(np.abs(truth - predicted).mean())
+    assert metrics["pearson"] == pytest.approx(np.corrcoef(truth, predicted)[0, 1])
+    assert binary_sentiment(truth).tolist() == [0, 0, 1, 1, 1, 1]
+    assert binary_sentiment(truth, nonzero=True).tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_sentiment_metrics_reject_bad_shapes_and_non_finite_scores():
+    from mmgraph.metrics import sentiment_metrics
+
+    with pytest.raises(ValueError, match="y_true, y_pred"):
+        sentiment_metrics(np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        sentiment_metrics(np.array([0.5, -np.inf]), np.zeros(2))
+
+
+# ---------------------------------------------------------------------------------------------------- robustness
+def test_relative_and_effective_robustness_are_trapezoid_areas():
+    from mmgraph.metrics import corruption_levels, effective_robustness, relative_robustness
+
+    levels = corruption_levels()
+    assert len(levels) == 11 and levels[0] == 0.0 and levels[-1] == 1.0
+    flat = [0.8] * 11
+    falling = [0.9 - 0.05 * k for k in range(11)]  # 0.9 -> 0.4, a straight line
+    assert relative_robustness(levels, flat) == pytest.approx(0.8)
+    assert relative_robustness(levels, falling) == pytest.approx((0.9 + 0.4) / 2)
+    # the reference loses 0.5 over [0, 1]; shifted to 0.8 at level 0 it falls to 0.3; the flat curve is above it
+    # by 0.5 l at level l -> area 0.25; the reference against itself is 0
+    assert effective_robustness(levels, flat, falling) == pytest.approx(0.25)
+    assert effective_robustness(levels, falling, falling) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="accuracies"):
+        relative_robustness(levels, flat[:5])
+    with pytest.raises(ValueError, match="levels"):
+        relative_robustness([0.5, 0.1], [1.0, 1.0])
+
+
+def test_corrupt_adds_noise_to_features_and_masks_sequence_steps():
+    from mmgraph.metrics import corrupt
+
+    x = torch.zeros(2000, 4)
+    assert corrupt(x, 0.0) is x
+    noisy = corrupt(x, 0.5, seed=3)
+    assert noisy.std().item() == pytest.approx(0.5, rel=0.05)
+    assert torch.equal(noisy, corrupt(x, 0.5, seed=3)) and not torch.equal(noisy, corrupt(x, 0.5, seed=4))
+    frames = torch.ones(500, 20, 3)
+    masked = corrupt(frames, 0.3, sequence=True, seed=0)
+    zeroed = (masked == 0).all(-1)  # whole steps are zeroed, never single features
+    assert ((masked == 0) == zeroed.unsqueeze(-1)).all()
+    assert zeroed.float().mean().item() == pytest.approx(0.3, abs=0.02)
+    assert (corrupt(frames, 1.0, sequence=True) == 0).all()
+    with pytest.raises(ValueError, match="level"):
+        corrupt(x, 1.5)
+    with pytest.raises(ValueError, match="frames"):
+        corrupt(x, 0.5, sequence=True)
