@@ -4,8 +4,8 @@ variants, equality of the exported programs, and the scikit-learn estimator unde
     python benchmarks/deploy.py [--rounds 7 --threads 1 --out results/deploy.json --no-sklearn]
 
 On UCI handwritten (6 raw views, seed-0 stratified split: 64 / 16 / 20 % train / val / test, as the CLI), one
-FusionModel with GNN fusion is trained on raw features (standardisation inside the model), with the budget of
-benchmarks/compare_fusion.py (dim 64, modality dropout 0.2, encoder dropout 0.2, Adam 1e-3, weight decay 1e-3,
+FusionModel with GNN fusion is trained on raw features (standardisation inside the model), with a fixed budget
+(compare_fusion.py's before its re-tuning: dim 64, modality dropout 0.2, encoder dropout 0.2, Adam 1e-3, weight decay 1e-3,
 <= 100 epochs, patience 15, best validation epoch restored). Then:
 
   fp32    the trained model, as written by ``model.save`` (one checksummed file);

@@ -943,7 +943,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-size", type=_number(float, 0, strict=True, below=1), default=DEFAULTS["val_size"],
                         help="fraction of the training part held out for validation")
     parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
-                        help="z-score float modalities with training statistics (default: on)")
+                        help="z-score float modalities with training statistics kept inside the model, so a "
+                             "--save-model file takes raw arrays (default: on)")
     parser.add_argument("--samples", type=_number(int, 10), default=None, help="size of a synthetic dataset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -1005,7 +1006,7 @@ def _prepare_out(parser: argparse.ArgumentParser, args: argparse.Namespace, out:
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     """Run the CLI; returns what it writes to ``metrics.json`` (None on ranks other than 0 under torchrun)."""
-    from mmgraph.data import standardize, stratified_split
+    from mmgraph.data import stratified_split
     from mmgraph.model import FusionModel
 
     parser = _parser()
@@ -1031,11 +1032,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                    else load_npz(args.data, args.targets))
         parts = stratified_split(dataset, test_size=0.2, val_size=args.val_size, seed=args.seed)
         train, val, test = (dataset.subset(part) for part in parts)
-        if args.standardize:
-            train, val, test = standardize(train, val, test)
         seed_everything(args.seed)
+        # the statistics live in the model (buffers), so a --save-model file takes raw arrays at predict time
         model = FusionModel.from_dataset(train, args.fusion, dim=args.dim, modality_dropout=args.modality_dropout,
-                                         fusion_kwargs=gnn_options)
+                                         fusion_kwargs=gnn_options, standardize=args.standardize)
         result = fit(model, train, val, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                      epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                      label_smoothing=args.label_smoothing, scheduler=args.scheduler, device=args.device,
