@@ -289,6 +289,15 @@ def test_explain_returns_attention_rows_that_sum_to_one_and_modality_weights(bac
     assert (weights[~mask] == 0).all()
     graph = explanation_to_networkx(explanation, sample=0)
     assert set(graph.nodes) == {"text"}  # sample 0 has only text present
+    assert graph.nodes["text"]["modality"] == "text"
+
+
+def test_explain_without_a_mask_has_a_sample_major_node_mask_and_named_nodes():
+    gnn = MultiModalGNN(DIMS, hidden=8, heads=2)
+    explanation = gnn.explain(make_inputs())  # B = 7 samples, N = 3 nodes
+    assert explanation["node_mask"].shape == (7, len(DIMS)) and explanation["node_mask"].all()
+    graph = explanation_to_networkx(explanation, sample=6)
+    assert {name: data["modality"] for name, data in graph.nodes(data=True)} == {m: m for m in DIMS}
 
 
 # ---------------------------------------------------------------------- validation

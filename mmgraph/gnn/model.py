@@ -197,8 +197,8 @@ class MultiModalGNN(nn.Module):
         if path == "pyg":
             path = self._auto_path(layout)
         _, edges, readout = self._node_major(h, node_mask, layout, path, explain=True)
-        if node_mask is None:
-            node_mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+        if node_mask is None:  # h is node-major [N, B, H]; the mask is [B, N]
+            node_mask = torch.ones(h.shape[1], h.shape[0], dtype=torch.bool, device=h.device)
         return {
             "node_names": list(layout.node_names),
             "node_type": layout.node_type,
@@ -316,17 +316,18 @@ def explanation_to_networkx(explanation: Mapping, sample: int = 0, layer: int = 
                             min_weight: float = 0.0) -> nx.DiGraph:
     """One sample's explained graph as a :class:`networkx.DiGraph` for plotting.
 
-    Nodes carry ``modality`` and ``readout`` (weight); edges ``j -> i`` carry ``relation`` and ``weight`` (mean over
+    Nodes carry ``modality`` (its name) and ``readout`` (weight); edges ``j -> i`` carry ``relation`` and ``weight`` (mean over
     heads unless ``head`` is given). Absent nodes are left out; self-loops are kept.
     """
     coeff = explanation["edges"][layer][sample]  # [R, N, N, K]
     coeff = coeff.mean(-1) if head is None else coeff[..., head]
     names, present = explanation["node_names"], explanation["node_mask"][sample]
+    modalities = list(explanation["modality_weights"])  # modality names, in node-type order
     graph = nx.DiGraph()
     for n, name in enumerate(names):
         if bool(present[n]):
             graph.add_node(name, readout=float(explanation["readout"][sample, n]),
-                           modality=int(explanation["node_type"][n]))
+                           modality=modalities[int(explanation["node_type"][n])])
     for r, rel in enumerate(explanation["relation_types"]):
         dst, src = (coeff[r] > min_weight).nonzero(as_tuple=True)
         for i, j in zip(dst.tolist(), src.tolist()):
