@@ -35,6 +35,8 @@ import networkx as nx
 import torch
 from torch import Tensor
 
+from mmgraph.utils import exporting
+
 Relation = tuple[str, str, str]
 PRESETS = ("complete", "star", "chain")
 TEMPORAL_RELATIONS = ("next", "prev")
@@ -225,7 +227,7 @@ class ModalityGraph:
         if temporal_window < 0:
             raise ValueError(f"temporal_window: expected >= 0, got {temporal_window}")
         key = (steps, int(temporal_window), str(torch.device(device) if device is not None else "cpu"))
-        if key not in self._layouts and torch.compiler.is_exporting():
+        if key not in self._layouts and exporting():
             # under torch.export every tensor op yields a fake tensor: the layout's values could not be read
             raise RuntimeError(f"steps: no graph layout for {list(steps)} steps (temporal_window={temporal_window}, "
                                f"device {key[2]}) has been built yet; run one eager forward with inputs of these "

@@ -1,4 +1,4 @@
-"""Small shared helpers: device selection and seeding."""
+"""Small shared helpers: device selection, seeding, and whether torch.compile / torch.export is tracing."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def exporting() -> bool:
+    """True while ``torch.export`` traces. ``torch.compiler.is_exporting`` exists from torch 2.5; on older versions
+    this is False (export traces through dynamo there, which :func:`tracing` sees as compiling)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting is not None and is_exporting())
+
+
+def tracing() -> bool:
+    """True while ``torch.compile``/``torch.export`` traces (no data-dependent Python branches then)."""
+    return torch.compiler.is_compiling() or exporting()

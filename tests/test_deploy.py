@@ -260,6 +260,7 @@ def exported():
     return model, inputs
 
 
+@pytest.mark.dynamo
 def test_torch_export_matches_eager_with_a_dynamic_batch(exported):
     model, inputs = exported
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -269,6 +270,7 @@ def test_torch_export_matches_eager_with_a_dynamic_batch(exported):
         assert torch.allclose(program.module()(data)["label"], model(data)["label"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.dynamo
 def test_onnx_runtime_matches_eager(exported, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="optional extra 'export' (onnx, onnxscript, onnxruntime)")
     pytest.importorskip("onnxscript")

@@ -221,6 +221,7 @@ def test_int8_dynamic_quantisation_runs_every_linear_as_a_module(backend):
     torch.testing.assert_close(out, expected, atol=0.1, rtol=0)
 
 
+@pytest.mark.dynamo
 def test_torch_export_of_a_fresh_model_matches_eager():
     gnn = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2)).eval()
     inputs, mask = make_inputs(), random_mask()
@@ -231,6 +232,7 @@ def test_torch_export_of_a_fresh_model_matches_eager():
         torch.export.export(sequences, (seq_inputs(),))
 
 
+@pytest.mark.dynamo
 def test_compiled_training_step_matches_eager():
     # one compile (~40 s on 2 cores) on the sparse path; the dense path shares every other op
     eager = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, temporal_window=1, backend="sparse"))

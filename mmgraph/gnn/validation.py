@@ -13,11 +13,7 @@ import torch
 from torch import Tensor
 
 from mmgraph.graph import GraphLayout
-
-
-def tracing() -> bool:
-    """True while ``torch.compile``/``torch.export`` traces (no data-dependent Python branches then)."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+from mmgraph.utils import tracing  # noqa: F401 (re-exported for the gnn package)
 
 
 def check_choice(arg: str, value, choices: tuple[str, ...]) -> None:
