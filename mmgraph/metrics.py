@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmgraph.utils import describe
+
 __all__ = [
     "binary_sentiment",
     "classification_metrics",
@@ -153,7 +155,7 @@ def corrupt(x: Tensor, level: float, sequence: bool = False, seed: int = 0) -> T
     Level 0 returns ``x`` unchanged; the same ``seed`` gives the same corruption. ``-> Tensor`` shaped like ``x``.
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
-        raise TypeError(f"x: expected a float Tensor [N, ...], got {_describe(x)}")
+        raise TypeError(f"x: expected a float Tensor [N, ...], got {describe(x)}")
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 <= level <= 1.0:
         raise ValueError(f"level: expected a number in [0, 1], got {level!r}")
     if sequence and x.ndim != 3:
@@ -250,9 +252,3 @@ def _paired_values(y_true: Tensor | np.ndarray | Sequence[float],
         raise ValueError(f"y_true, y_pred: expected shapes [N] and [N] (or [N, 1]) with N >= 1, got {truth.shape} "
                          f"and {predicted.shape}")
     return truth, predicted
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"{value.dtype} of shape {tuple(value.shape)}"
-    return type(value).__name__

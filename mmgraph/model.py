@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from mmgraph.data.dataset import _check_class_names
 from mmgraph.fusion import build_fusion
 from mmgraph.io import load_file, save_file
+from mmgraph.utils import tracing
 
 __all__ = ["FusionModel", "Standardize"]
 
@@ -458,7 +459,7 @@ class FusionModel(nn.Module):
         checked = check_mask(mask, dict.fromkeys(self.modalities), batch, device)
         if isinstance(mask, Mapping):
             return checked
-        if order != self.modalities and (torch.compiler.is_compiling() or not bool(mask.all())):
+        if order != self.modalities and (tracing() or not bool(mask.all())):
             raise ValueError(f"mask: a [B, M] mask is read in the model's modality order {self.modalities}, but "
                              f"inputs come in the order {order}; pass the mask by name as {{modality: "
                              "BoolTensor[B]}, or order inputs and mask columns as the model's modalities")

@@ -1,4 +1,5 @@
-"""Small shared helpers: device selection, seeding, and whether torch.compile / torch.export is tracing."""
+"""Small shared helpers: device selection, seeding, whether torch.compile / torch.export is tracing, and how an
+unexpected argument is described in error messages."""
 
 from __future__ import annotations
 
@@ -38,3 +39,10 @@ def exporting() -> bool:
 def tracing() -> bool:
     """True while ``torch.compile``/``torch.export`` traces (no data-dependent Python branches then)."""
     return torch.compiler.is_compiling() or exporting()
+
+
+def describe(value: object) -> str:
+    """A received value for an error message: ``"torch.float32 tensor of shape (4, 3)"`` or its type name."""
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__

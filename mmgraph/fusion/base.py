@@ -19,6 +19,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from mmgraph.utils import tracing
+
 _REGISTRY: dict[str, type[FusionBase]] = {}
 
 
@@ -213,7 +215,7 @@ class FusionBase(nn.Module):
                 mask = mask.unsqueeze(-1).expand(nodes.shape[:3])
 
         # value checks branch on data: skipped while torch.compile / torch.export trace the model
-        if not torch.compiler.is_compiling() and (
+        if not tracing() and (
                 self.validate == "full" or (self.validate == "auto" and nodes.device.type == "cpu")):
             _check_values(nodes, mask)
         return mask

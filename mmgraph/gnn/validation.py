@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from mmgraph.graph import GraphLayout
-from mmgraph.utils import tracing  # noqa: F401 (re-exported for the gnn package)
+from mmgraph.utils import describe, tracing  # noqa: F401 (tracing re-exported for the gnn package)
 
 
 def check_choice(arg: str, value, choices: tuple[str, ...]) -> None:
@@ -97,9 +97,3 @@ def check_values(inputs: Mapping[str, Tensor], node_mask: Tensor, layout: GraphL
         samples = empty.nonzero()[:, 0].tolist()[:10]
         raise ValueError(f"mask: every modality of sample(s) {samples} is masked; each sample needs at least one "
                          f"present modality among {list(modalities)}")
-
-
-def describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
