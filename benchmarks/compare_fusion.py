@@ -96,8 +96,25 @@ class Budget:
     image_audio: tuple[int, int] = (5, 3)  # (epochs, patience) on image + spectrogram data (CNNs: costlier epochs)
 
 
+# opt-in (never in the default set): the temporal GNN with MTAG-style edge pruning, "gnn-pruned-<fraction>"
+PRUNED_PREFIX = "gnn-pruned-"
+
+
+def pruning_of(method: str) -> float | None:
+    """The edge-pruning fraction of a ``gnn-pruned-<fraction>`` method, None for other names."""
+    if not method.startswith(PRUNED_PREFIX):
+        return None
+    try:
+        fraction = float(method[len(PRUNED_PREFIX):])
+    except ValueError:
+        return None
+    return fraction if 0.0 < fraction < 1.0 else None
+
+
 def method_spec(dataset: str, method: str) -> tuple[str, dict]:
     """Registry name and fusion kwargs of a benchmark method."""
+    if pruning_of(method) is not None:
+        return "gnn", {**TEMPORAL_METHODS["gnn"][1], "edge_pruning": pruning_of(method)}
     if dataset == "synthetic-temporal":
         return TEMPORAL_METHODS[method]
     if method in FRAME_METHODS:
@@ -670,12 +687,14 @@ def plan(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]], lis
     for dataset in datasets:
         valid = default_methods(dataset)
         chosen = args.methods or valid
-        unknown = [m for m in chosen if m not in known]
+        unknown = [m for m in chosen if m not in known and pruning_of(m) is None]
         if unknown:
             raise SystemExit(f"error: --methods: unknown method(s) {unknown}; expected some of "
                              f"{available_fusions()} (sequence data: {list(TEMPORAL_METHODS)}; image + audio data: "
-                             f"also {[*FRAME_METHODS, *UNIMODAL]})")
-        methods[dataset] = [m for m in chosen if m in valid]
+                             f"also {[*FRAME_METHODS, *UNIMODAL]}; sequence data, opt-in: "
+                             f"{PRUNED_PREFIX}<fraction in (0, 1)>)")
+        methods[dataset] = [m for m in chosen if m in valid or (pruning_of(m) is not None
+                                                                 and dataset == "synthetic-temporal")]
     seeds = args.seeds if args.seeds is not None else ([0, 1, 2, 3, 4] if full else [0])
     budget = Budget(epochs=args.epochs or (100 if full else 25), patience=15 if full else 6)
     budget.image_audio = (args.epochs or (40 if full else 5), 8 if full else 3)

@@ -24,7 +24,8 @@ Temporal graphs (--sequences): 3 sequence modalities of T steps each (every step
 plus time-aligned cross-modal edges, B = --seq-batch, 2 GAT layers, hidden 64, 4 heads; then one unaligned case
 (--unaligned lengths, B = --unaligned-batch, cross-modal edges by relative time position). Backends: auto (the
 default), dense (skipped above --dense-max-nodes: O(N²) memory), sparse, pyg, timed in interleaved rounds in one
-process. Peak memory is measured separately, one fresh subprocess per backend (its own peak RSS, VmHWM, after a few
+process; --edge-pruning F adds the default backend with edge_pruning=F, --bound a step with free message passing
+(each relation's projections only: the ceiling of any message passing's speed-up). Peak memory is measured separately, one fresh subprocess per backend (its own peak RSS, VmHWM, after a few
 training steps, Python and torch included), so that backends do not share one process's maximum.
 """
 
@@ -173,11 +174,12 @@ SEQUENCE_BACKENDS = ("auto", "dense", "sparse", "pyg")
 class SequenceClassifier(nn.Module):
     """MultiModalGNN over sequence modalities ``{name: [B, T_m, dim]}`` + a linear head."""
 
-    def __init__(self, lengths: list[int], dim: int, backend: str) -> None:
+    def __init__(self, lengths: list[int], dim: int, backend: str, edge_pruning: float = 0.0) -> None:
         super().__init__()
         self.names = ["text", "audio", "vision", *[f"m{i}" for i in range(3, len(lengths))]][:len(lengths)]
         self.gnn = MultiModalGNN({n: dim for n in self.names}, hidden=dim, layers=2, conv="gat", heads=4,
-                                 readout="attention", backend=backend, temporal_window=2, validate="shapes")
+                                 readout="attention", backend=backend, temporal_window=2, validate="shapes",
+                                 edge_pruning=edge_pruning)
         self.head = nn.Linear(dim, NUM_CLASSES)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -185,12 +187,41 @@ class SequenceClassifier(nn.Module):
 
 
 def _sequence_case(lengths: list[int], batch: int, dim: int, backend: str, device: torch.device):
-    """A seeded model, its inputs and labels, and its training step."""
+    """A seeded model, its inputs and labels, and its training step. ``backend`` may be ``"<backend>+pruned<F>"``:
+    that backend with ``edge_pruning=F``."""
     torch.manual_seed(0)
-    model = SequenceClassifier(lengths, dim, backend).to(device)
+    backend, _, pruning = backend.partition("+pruned")
+    model = SequenceClassifier(lengths, dim, backend, float(pruning or 0.0)).to(device)
     inputs = {name: torch.randn(batch, t, dim, device=device) for name, t in zip(model.names, lengths)}
     labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
     return model, make_step(model, lambda: inputs, labels)
+
+
+def _projections_only(layer, h, layout, present, lists=None):
+    """A stand-in for the messages of one layer that keeps only what every path computes whatever its message
+    passing: each relation's GAT projections (features and attention scores, summed so that they enter the loss),
+    with no gather, softmax or aggregation. A step with it bounds the speed-up any message passing can reach."""
+    messages = torch.zeros_like(h)
+    for conv in layer.convs():
+        sources, scores = layer.gat_project(h, [conv])  # [N, B, 1, heads, C], [N, B, 1, heads, 2]
+        messages = messages + sources.flatten(2) + scores.sum((2, 3, 4)).unsqueeze(-1)
+    return messages, []
+
+
+def _bound_case(lengths: list[int], batch: int, dim: int, device: torch.device):
+    """The sparse path's training step with free message passing (:func:`_projections_only`)."""
+    import mmgraph.gnn.model as gnn_model
+
+    model, step = _sequence_case(lengths, batch, dim, "sparse", device)
+
+    def bound() -> None:
+        real, gnn_model.sparse_messages = gnn_model.sparse_messages, _projections_only
+        try:
+            step()
+        finally:
+            gnn_model.sparse_messages = real
+
+    return model, bound
 
 
 def _peak_rss_mib() -> float:
@@ -247,14 +278,19 @@ def sequences(args) -> dict:
     for lengths, batch in cases:
         nodes = sum(lengths)
         backends = [b for b in SEQUENCE_BACKENDS if b != "dense" or nodes <= args.dense_max_nodes]
+        backends += [f"auto+pruned{fraction}" for fraction in args.edge_pruning]
         steps, steps_paths = {}, {}
         for backend in backends:
             model, steps[backend] = _sequence_case(lengths, batch, args.dim, backend, device)
             steps_paths[backend] = model.gnn.message_path(model.gnn.graph.layout(lengths, 2))
+        if args.bound:
+            backends.append("bound")
+            _, steps["bound"] = _bound_case(lengths, batch, args.dim, device)
+            steps_paths["bound"] = "messages free"
         per_round = time_interleaved(steps, args.rounds, args.seconds * len(steps), device)
         case = {"lengths": lengths, "batch": batch, "nodes": nodes, "backends": {}}
         for backend in backends:
-            memory = (_peak_memory(lengths, batch, args.dim, backend, args) if args.memory
+            memory = (_peak_memory(lengths, batch, args.dim, backend, args) if args.memory and backend != "bound"
                       else {"peak_rss_mib": float("nan"), "path": steps_paths[backend]})
             each = [p / t for t, p in zip(per_round[backend], per_round["pyg"])]
             row = {"ms_per_step": 1e3 * statistics.median(per_round[backend]),
@@ -290,6 +326,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--unaligned", type=int, nargs="*", default=[50, 375, 500],
                         help="one unaligned case: T of each modality (none: skip)")
     parser.add_argument("--unaligned-batch", type=int, default=32)
+    parser.add_argument("--edge-pruning", type=float, nargs="*", default=[],
+                        help="--sequences: also time the default backend with these edge_pruning fractions")
+    parser.add_argument("--bound", action="store_true",
+                        help="--sequences: also time a step whose message passing is free (the projections only): "
+                             "the largest speed-up over pyg that any message passing could reach")
     parser.add_argument("--dense-max-nodes", type=int, default=200,
                         help="skip the dense backend above this many nodes per sample (O(N²) memory)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",

@@ -940,6 +940,9 @@ def _parser() -> argparse.ArgumentParser:
     gnn.add_argument("--readout", choices=("mean", "max", "sum", "attention"), default=None)
     gnn.add_argument("--temporal-window", type=_number(int, 0), default=None,
                      help="sequence modalities: edges between steps up to this far apart")
+    gnn.add_argument("--edge-pruning", type=_number(float, 0, below=1), default=None,
+                     help="GAT/GATv2: fraction of each node's in-edges dropped after every layer, lowest attention "
+                          "first (MTAG-style; default 0 = off)")
     parser.add_argument("--val-size", type=_number(float, 0, strict=True, below=1), default=DEFAULTS["val_size"],
                         help="fraction of the training part held out for validation")
     parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
@@ -1022,7 +1025,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     name = args.dataset if args.data is None else args.data.stem
     out = args.out if args.out is not None else Path("runs") / f"{name}-{args.fusion}"
     _prepare_out(parser, args, out)
-    gnn_options = {key: value for key in ("conv", "layers", "heads", "relations", "readout", "temporal_window")
+    gnn_options = {key: value for key in ("conv", "layers", "heads", "relations", "readout", "temporal_window",
+                                                "edge_pruning")
                    if (value := getattr(args, key)) is not None}
     if gnn_options and args.fusion != "gnn":
         parser.error(f"--{'/--'.join(k.replace('_', '-') for k in gnn_options)}: GNN options need --fusion gnn, "

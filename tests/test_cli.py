@@ -73,6 +73,8 @@ def test_cli_trains_on_a_user_npz_with_gnn_options(tmp_path, capsys):
     (["--heads", "3", "--dim", "16"], "hidden: must be divisible by heads"),
     (["--relations", "ring"], "relations"),
     (["--fusion", "concat", "--conv", "gcn"], "--conv: GNN options need --fusion gnn"),
+    (["--edge-pruning", "1"], "argument --edge-pruning: expected a number >= 0 and < 1, got '1'"),
+    (["--edge-pruning", "0.5", "--conv", "gcn"], "edge_pruning: ranks edges by attention"),
     (["--targets", "intent"], r"has no target arrays ['intent'] (--targets)"),
     (["--fusion", "nope"], "nope"),
 ])

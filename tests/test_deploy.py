@@ -113,6 +113,20 @@ def test_model_file_holds_config_statistics_and_versions(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+def test_edge_pruning_survives_save_and_load(tmp_path):
+    # a setting that changes predictions must not be lost on the way through the file
+    encoders = {"a": {"name": "mlp", "in_dim": 3}, "b": {"name": "mlp", "in_dim": 5}}  # step by step
+    model = FusionModel(encoders, "gnn", {"label": 2}, dim=8,
+                        fusion_kwargs={"heads": 2, "layers": 3, "temporal_window": 2, "edge_pruning": 0.5}).eval()
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"a": torch.randn(4, 9, 3, generator=gen), "b": torch.randn(4, 9, 5, generator=gen)}
+    loaded = FusionModel.load(model.save(tmp_path / "pruned.pt"))
+    assert loaded.fusion.gnn.edge_pruning == 0.5
+    torch.testing.assert_close(loaded(inputs)["label"], model(inputs)["label"])
+    model.fusion.gnn.edge_pruning = 0.0
+    assert not torch.allclose(loaded(inputs)["label"], model(inputs)["label"])
+
+
 def test_byte_flipped_or_truncated_model_file_is_refused_with_its_path(tmp_path):
     features, y, _ = _toy()
     path = FusionModel.from_dataset(MultiModalDataset(features, y), "gnn", dim=8).save(tmp_path / "m.pt")

@@ -202,6 +202,63 @@ def test_explanations_agree_between_dense_and_sparse(conv):
     torch.testing.assert_close(explained["readout"], expected["readout"], atol=1e-5, rtol=0)
 
 
+# ---------------------------------------------------------------------- edge pruning (MTAG-style)
+def _pruned_pair(conv, pruning=0.5, layers=3):
+    dense = perturbed(MultiModalGNN(SEQ, hidden=8, heads=2, conv=conv, layers=layers, temporal_window=2,
+                                    edge_pruning=pruning, backend="dense"))
+    mask = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
+    step_mask = {"a": torch.arange(6).expand(5, 6) < torch.tensor([[6], [1], [3], [5], [4]])}
+    return dense, mask, step_mask
+
+
+@pytest.mark.parametrize("conv", ["gat", "gatv2"])
+def test_edge_pruning_agrees_between_dense_and_sparse(conv):
+    dense, mask, step_mask = _pruned_pair(conv)
+    assert_backends_agree(dense, seq_inputs(), mask, step_mask, backends=("sparse",))
+    assert_backends_agree(dense, seq_inputs(), backends=("sparse",))
+    sparse = copy.deepcopy(dense)
+    sparse.backend = "sparse"
+    expected, explained = (model.explain(seq_inputs(), mask, step_mask) for model in (dense, sparse))
+    for layer, (want, got) in enumerate(zip(expected["edges"], explained["edges"])):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"layer {layer}")
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+@pytest.mark.parametrize("pruning", [0.3, 0.5, 0.7])
+def test_edge_pruning_keeps_each_nodes_highest_attention_in_edges(backend, pruning):
+    model, mask, step_mask = _pruned_pair("gat", pruning)
+    model.backend = backend
+    edges = [e.mean(-1) for e in model.explain(seq_inputs(), mask, step_mask)["edges"]]  # [B, R, N, N] per layer
+    first_kept, first_had = edges[1] > 0, edges[0] > 0
+    assert (first_kept.sum(-1) < first_had.sum(-1)).any(), "nothing was pruned"
+    for before, after in zip(edges, edges[1:]):
+        kept, had = after > 0, before > 0
+        assert (kept <= had).all(), "a pruned layer passes a message over an edge the layer before did not have"
+        degree = had.sum(-1)
+        want = torch.floor(degree * (1 - pruning) + 1e-9).long().clamp(min=1).minimum(degree)
+        assert torch.equal(kept.sum(-1), want), "each node keeps max(1, floor((1 - pruning) * its in-degree)) edges"
+        lowest_kept = before.masked_fill(~kept, float("inf")).amin(-1)
+        highest_dropped = before.masked_fill(kept | ~had, float("-inf")).amax(-1)
+        assert (lowest_kept >= highest_dropped).all(), "an edge of lower attention was kept over a higher one"
+
+
+def test_edge_pruning_changes_the_output_and_zero_pruning_changes_nothing():
+    model, mask, step_mask = _pruned_pair("gat")
+    unpruned = copy.deepcopy(model)
+    unpruned.edge_pruning = 0.0
+    reference = MultiModalGNN(SEQ, hidden=8, heads=2, layers=3, temporal_window=2)
+    reference.load_state_dict(model.state_dict())  # the same parameters: pruning adds none
+    torch.testing.assert_close(unpruned(seq_inputs(), mask, step_mask), reference(seq_inputs(), mask, step_mask))
+    assert not torch.allclose(model(seq_inputs(), mask, step_mask), reference(seq_inputs(), mask, step_mask))
+
+
+def test_edge_pruning_is_refused_on_the_pyg_path():
+    model, _, _ = _pruned_pair("gat")
+    model.backend = "pyg"
+    with pytest.raises(ValueError, match="pyg.*edge_pruning"):
+        model(seq_inputs())
+
+
 def test_auto_backend_takes_dense_on_small_graphs_and_sparse_on_long_sequences():
     gnn = MultiModalGNN(SEQ, hidden=8, temporal_window=2)
     assert gnn.backend == "auto"
@@ -311,6 +368,9 @@ def test_explain_without_a_mask_has_a_sample_major_node_mask_and_named_nodes():
     (dict(hidden=10, heads=4, conv="gat"), ValueError, "divisible by heads"),
     (dict(backend="jax"), ValueError, "backend"),
     (dict(layers=-1), ValueError, "layers"),
+    (dict(edge_pruning=1.0), ValueError, "edge_pruning"),
+    (dict(edge_pruning=-0.1), ValueError, "edge_pruning"),
+    (dict(edge_pruning=0.5, conv="gcn"), ValueError, "edge_pruning.*conv='gcn'"),
 ])
 def test_bad_constructor_arguments_raise(kwargs, error, words):
     with pytest.raises(error, match=words):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmgraph.gnn.layer import HeteroGNNLayer, masked_softmax
+from mmgraph.gnn.layer import HeteroGNNLayer, keep_counts, masked_softmax
 
 
 def dense_messages(layer: HeteroGNNLayer, h: Tensor, adjacency: Tensor, is_dst: Tensor, complete: bool = False
@@ -84,3 +84,25 @@ def _aggregate(coeff: Tensor, sources: Tensor) -> Tensor:
     out = torch.bmm(coeff.reshape(-1, nodes, nodes), x).view(batch, relations, heads, nodes, channels)
     out = out[:, 0] if relations == 1 else out.sum(1)  # [B, K, N, C]
     return out.permute(2, 0, 1, 3).reshape(nodes, batch, heads * channels)
+
+
+def prune_adjacency(adjacency: Tensor, coeff: Tensor, pruning: float) -> Tensor:
+    """MTAG-style dynamic edge pruning on the dense path: per sample, relation and destination, keep the
+    :func:`~mmgraph.gnn.layer.keep_counts` sources of highest attention (mean over heads; ties go to the lower
+    node index) and drop the rest for the following layers.
+
+    Args:
+        adjacency: ``BoolTensor[B or 1, R, N (dst), N (src)]`` the layer ran on.
+        coeff: the layer's ``[B, R, K, N (dst), N (src)]`` edge weights.
+        pruning: the fraction of each node's in-edges to drop, in ``[0, 1)``.
+
+    Returns:
+        ``BoolTensor[B, R, N, N]``.
+    """
+    score = coeff.detach().mean(2)  # [B, R, N, N]
+    valid = adjacency.expand_as(score)
+    score = score.masked_fill(~valid, -1.0)  # kept edges score >= 0
+    order = score.argsort(dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device)
+                                            .expand_as(order))
+    return valid & (rank < keep_counts(valid.sum(-1, keepdim=True), pruning))

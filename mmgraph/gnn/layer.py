@@ -34,6 +34,15 @@ def masked_softmax(scores: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
     return torch.softmax(scores + offset, dim=dim) * valid
 
 
+def keep_counts(degree: Tensor, pruning: float) -> Tensor:
+    """How many of a node's ``degree`` in-edges (of one relation) edge pruning keeps: ``max(1, floor((1 - pruning)
+    · d))`` for ``d >= 1``, so that any ``pruning > 0`` drops at least one edge of every node with two or more (the
+    same rule on the dense and sparse paths)."""
+    # plus a hair, so that products like 0.7 * 10 that land a rounding error below an integer keep that integer
+    kept = torch.floor(degree.to(torch.float64) * (1.0 - pruning) + 1e-9).to(torch.long)
+    return torch.minimum(kept.clamp(min=1), degree)
+
+
 def cat(tensors: list[Tensor]) -> Tensor:
     """``torch.cat`` along dim 0 that is the tensor itself for the common single relation type."""
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)

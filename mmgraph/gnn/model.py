@@ -25,11 +25,11 @@ import networkx as nx
 import torch
 from torch import Tensor, nn
 
-from mmgraph.gnn.dense import dense_messages
+from mmgraph.gnn.dense import dense_messages, prune_adjacency
 from mmgraph.gnn.layer import HeteroGNNLayer
 from mmgraph.gnn.pyg import pyg_messages
 from mmgraph.gnn.readout import GraphReadout
-from mmgraph.gnn.sparse import dense_coefficients, sparse_messages
+from mmgraph.gnn.sparse import dense_coefficients, neighbour_lists, prune_lists, sparse_messages
 from mmgraph.gnn.validation import (check_choice, check_inputs, check_mask, check_step_mask, check_values,
                                     tracing)
 from mmgraph.graph import GraphLayout, ModalityGraph, Relation
@@ -65,6 +65,11 @@ class MultiModalGNN(nn.Module):
         temporal_window: for sequence modalities ``[B, T, d]``: each step is a node and steps up to ``k`` apart are
             joined by ``"next"``/``"prev"`` relations; 0 = no temporal edges (steps are joined only across
             modalities, by time alignment).
+        edge_pruning: MTAG-style dynamic pruning for long sequences (GAT/GATv2 only; 0 = off): after every layer
+            but the last, each node keeps the ``max(1, floor((1 - edge_pruning) · d))`` of its ``d`` in-edges of
+            each relation with the highest attention (mean over heads), per sample, and the following layers pass
+            messages over those only. Dense and sparse paths prune alike; the ``pyg`` path does not prune (it raises
+            a ``ValueError``).
         validate: ``"full"`` checks values too (NaN/Inf, samples with nothing present), which costs a device sync;
             ``"shapes"`` checks only shapes/dtypes/keys; ``"auto"`` = full on CPU, shapes on CUDA.
 
@@ -91,6 +96,7 @@ class MultiModalGNN(nn.Module):
         dropout: float = 0.0,
         backend: str = "auto",
         temporal_window: int = 0,
+        edge_pruning: float = 0.0,
         validate: Literal["auto", "full", "shapes"] = "auto",
     ) -> None:
         super().__init__()
@@ -113,6 +119,12 @@ class MultiModalGNN(nn.Module):
                              f"heads={heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        if isinstance(edge_pruning, bool) or not isinstance(edge_pruning, (int, float)) or not 0.0 <= edge_pruning < 1:
+            raise ValueError(f"edge_pruning: expected a float in [0, 1) (the fraction of in-edges dropped), "
+                             f"got {edge_pruning!r}")
+        if edge_pruning and conv not in ("gat", "gatv2"):
+            raise ValueError(f"edge_pruning: ranks edges by attention, so it needs conv='gat' or 'gatv2', got "
+                             f"conv={conv!r}")
 
         self.modalities: dict[str, int] = dict(modalities)
         names = list(self.modalities)
@@ -126,6 +138,7 @@ class MultiModalGNN(nn.Module):
         self.hidden, self.num_layers, self.conv_type, self.heads = hidden, layers, conv, heads
         self.readout_type, self.dropout, self.backend = readout, dropout, backend
         self.temporal_window, self.validate = temporal_window, validate
+        self.edge_pruning = float(edge_pruning)
         self.relation_types = self.graph.all_relation_types(temporal_window)
         self.graph.layout(temporal_window=temporal_window)  # built now, so that torch.export finds it (vectors)
 
@@ -148,7 +161,8 @@ class MultiModalGNN(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"modalities={self.modalities}, conv={self.conv_type!r}, layers={self.num_layers}, "
-                f"readout={self.readout_type!r}, backend={self.backend!r}, relations={list(self.relation_types)}")
+                f"readout={self.readout_type!r}, backend={self.backend!r}, relations={list(self.relation_types)}"
+                + (f", edge_pruning={self.edge_pruning}" if self.edge_pruning else ""))
 
     # ------------------------------------------------------------------ public entry points
     def forward(self, inputs: Mapping[str, Tensor] | Tensor, mask: Tensor | Mapping[str, Tensor] | None = None,
@@ -157,6 +171,9 @@ class MultiModalGNN(nn.Module):
         h, node_mask, layout = self._embed(inputs, mask, step_mask)
         path = self.message_path(layout)
         if path == "pyg":
+            if self.edge_pruning:
+                raise ValueError(f"backend: 'pyg' does not prune edges; use 'auto', 'dense' or 'sparse' with "
+                                 f"edge_pruning={self.edge_pruning}")
             return self._pyg(h, node_mask, layout)
         fused, _, _ = self._node_major(h, node_mask, layout, path)
         return fused
@@ -234,19 +251,25 @@ class MultiModalGNN(nn.Module):
                          else self.graph.dense_adjacency(node_mask, layout))  # [B or 1, R, N, N]
         # one node per modality, in modality order: node n is of type n and per-type parameters need no gather
         node_type = None if layout.num_nodes == len(self.modalities) else layout.node_type
+        lists = neighbour_lists(layout, present) if path == "sparse" else None
+        complete = node_mask is None and layout.complete
         edges = []
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             if path == "dense":
-                message, coeff = dense_messages(layer, h, adjacency, layout.is_dst,
-                                                complete=node_mask is None and layout.complete)
+                message, coeff = dense_messages(layer, h, adjacency, layout.is_dst, complete=complete)
             else:
-                message, coeff = sparse_messages(layer, h, layout, present)
+                message, coeff = sparse_messages(layer, h, layout, present, lists)
             h = layer.update(h, message, node_type)
             if present is not None:
                 h = h * present.unsqueeze(-1).to(h.dtype)
             if explain:
                 edges.append(coeff.permute(0, 1, 3, 4, 2) if path == "dense"  # [B, R, N (dst), N (src), K]
-                             else dense_coefficients(coeff, layout, h.shape[1]))
+                             else dense_coefficients(coeff, layout, h.shape[1], lists))
+            if self.edge_pruning and i + 1 < len(self.layers):  # the next layers see the kept edges only
+                if path == "dense":
+                    adjacency, complete = prune_adjacency(adjacency, coeff, self.edge_pruning), False
+                else:
+                    lists = prune_lists(lists, coeff, self.edge_pruning)
         fused, weights = self.readout.node_major(h, node_mask)
         return fused, edges, weights
 
