@@ -37,6 +37,11 @@ class Seq2SeqFusion(FusionBase):
     Shapes: ``nodes [B, M, D]`` -> steps ``[B, M, M*D]`` (or ``[B, M, T, D]`` -> ``[B, T, M*D]``) -> state
     ``[B, hidden]`` -> ``[B, out_dim]``; ``aux_loss``: scalar.
 
+    Normalisation: with ``normalize=True`` (default) every modality embedding passes a ``LayerNorm`` first. The
+    gates of an RNN saturate on large inputs: embeddings of std ~30 (a CNN encoder's, unnormalised) froze the
+    encoder state and left the model at chance on av-digits; normalised, the state moves and the translation loss
+    does not depend on the encoders' scale.
+
     Mask: missing modalities are zero in their slot; a step with nothing present (a missing modality token, or a
     time step where every modality is masked) is skipped: the encoder state is carried over unchanged, so a
     missing modality is not read as a zero vector. Missing target entries are left out of the loss (it is 0 when
@@ -49,13 +54,15 @@ class Seq2SeqFusion(FusionBase):
         exclude_target: hide the target modality from the encoder, as in MCTN proper (a true translation from the
             other modalities; the fused vector then carries the target only through what the others predict).
         detach_target: stop the reconstruction loss from flowing into the target's input embedding.
+        normalize: ``LayerNorm`` each modality embedding (zeros stay zero on masked entries) before the encoder and
+            the translation target.
     """
 
     supports_sequences = True
 
     def __init__(self, num_modalities: int, dim: int, out_dim: int | None = None, hidden: int | None = None,
-                 cell: str = "gru", target: int = -1, exclude_target: bool = False, detach_target: bool = True
-                 ) -> None:
+                 cell: str = "gru", target: int = -1, exclude_target: bool = False, detach_target: bool = True,
+                 normalize: bool = True) -> None:
         super().__init__(num_modalities, dim, out_dim)
         if cell not in _CELLS:
             raise ValueError(f"cell: expected one of {list(_CELLS)}, got {cell!r}")
@@ -67,6 +74,7 @@ class Seq2SeqFusion(FusionBase):
         self.hidden, self.cell = hidden or dim, cell
         self.target = target % num_modalities
         self.exclude_target, self.detach_target = exclude_target, detach_target
+        self.norm = nn.LayerNorm(dim) if normalize else None
         encoder_cell, decoder_rnn = _CELLS[cell]
         self.encoder = encoder_cell(num_modalities * dim, self.hidden)
         self.decoder = decoder_rnn(dim, self.hidden, batch_first=True)
@@ -76,9 +84,11 @@ class Seq2SeqFusion(FusionBase):
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, hidden={self.hidden}, cell={self.cell!r}, target={self.target}, "
-                f"exclude_target={self.exclude_target}")
+                f"exclude_target={self.exclude_target}, normalize={self.norm is not None}")
 
     def _fuse(self, nodes: Tensor, mask: Tensor) -> Tensor:
+        if self.norm is not None:
+            nodes = self.norm(nodes) * mask.unsqueeze(-1).to(nodes.dtype)
         encoder_nodes, encoder_mask = nodes, mask
         if self.exclude_target:
             encoder_mask = mask.clone()
