@@ -648,6 +648,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grid", action="store_true",
                         help="also select head dropout in {0, 0.3} per method and split on validation accuracy")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--update", action="store_true",
+                        help="re-run only the given --datasets/--methods and replace their runs in the existing "
+                             "<out>/compare_fusion.json (same protocol and seeds), keeping every other run; the "
+                             "tables and plots are rebuilt from the merged runs and the command is recorded")
     parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                         help="folder with the field's benchmark files: adds " + ", ".join(
                             f"{name} ({path})" for name, path in DATA_DIR_FILES.items()) +
@@ -711,6 +715,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = resolve_device(args.device)
     protocol = "full" if args.full else "quick"
     args.out = args.out or Path("results" if args.full else "results/quick")
+    previous = _previous_report(args, protocol, seeds) if args.update else None
     if "av-digits" in datasets:
         load_avdigits()  # build the cache once, before the worker processes read it
     jobs = []
@@ -748,6 +753,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     order = {job: i for i, job in enumerate(jobs)}
     records.sort(key=lambda r: (order[(r["dataset"], r["seed"], r["method"], r["modality_dropout"])], r["fold"]))
 
+    if previous is not None:
+        replaced = {(r["dataset"], r["method"], r["modality_dropout"]) for r in records}
+        kept = [r for r in previous["runs"] if (r["dataset"], r["method"], r["modality_dropout"]) not in replaced]
+        records = kept + records
     summary = summarise(records)
     meta = {
         "protocol": protocol, "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
@@ -757,6 +766,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "versions": _versions(), "elapsed_s": time.perf_counter() - start,
         "datasets": datasets, "methods": methods,
     }
+    if previous is not None:  # the original run's description, plus this update's
+        update = {key: meta[key] for key in ("command", "versions", "elapsed_s", "datasets", "methods")}
+        meta = {**previous["meta"], "updates": [*previous["meta"].get("updates", []), update]}
+        meta["datasets"] = list(dict.fromkeys([*previous["meta"]["datasets"], *datasets]))
+        meta["methods"] = {name: list(dict.fromkeys([*previous["meta"]["methods"].get(name, []),
+                                                     *methods.get(name, [])])) for name in meta["datasets"]}
+        meta["command"] += "".join(f"; then `{u['command']}`" for u in meta["updates"][-1:])
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(summary, meta)
     (args.out / "compare_fusion.md").write_text(table)
@@ -767,6 +783,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"wrote {args.out / 'compare_fusion.md'}, {args.out / 'compare_fusion.json'} and {len(meta['plots'])} plot(s)"
           f" in {meta['elapsed_s']:.0f}s")
     return report
+
+
+def _previous_report(args: argparse.Namespace, protocol: str, seeds: list[int]) -> dict:
+    """The report an ``--update`` run merges into: ``<out>/compare_fusion.json`` of the same protocol and seeds."""
+    path = args.out / "compare_fusion.json"
+    if not path.exists():
+        raise SystemExit(f"error: --update: {path} not found; run without --update first")
+    previous = json.loads(path.read_text())
+    meta = previous.get("meta", {})
+    if meta.get("protocol") != protocol or meta.get("seeds") != seeds:
+        raise SystemExit(f"error: --update: {path} holds a {meta.get('protocol')!r} run with seeds "
+                         f"{meta.get('seeds')}; this run is {protocol!r} with seeds {seeds}")
+    return previous
 
 
 def _versions() -> dict:

@@ -42,10 +42,43 @@ def test_tiny_run_writes_json_markdown_and_plots(tmp_path):
     assert "robustness_synthetic-interaction.png" in report["meta"]["plots"]
 
 
+def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path):
+    first = run("--datasets", "synthetic-interaction", "--methods", "gnn", "concat", "--seeds", "0", "--epochs", "1",
+                "--out", str(tmp_path), "--no-plots")
+    assert first.returncode == 0, first.stderr[-2000:]
+    path = tmp_path / "compare_fusion.json"
+    report = json.loads(path.read_text())
+    for record in report["runs"]:  # sentinels: a replaced run loses its own, a kept run keeps it
+        record["accuracy"] = -1.0
+    path.write_text(json.dumps(report))
+    update = run("--datasets", "synthetic-interaction", "--methods", "concat", "--seeds", "0", "--epochs", "1",
+                 "--out", str(tmp_path), "--no-plots", "--update")
+    assert update.returncode == 0, update.stderr[-2000:]
+    merged = json.loads(path.read_text())
+    accuracy = {(r["method"], r["modality_dropout"]): r["accuracy"] for r in merged["runs"]}
+    assert accuracy.pop(("concat", 0.0)) >= 0.0  # re-run
+    assert set(accuracy.values()) == {-1.0} and set(accuracy) == {("gnn", 0.0), ("gnn", 0.5)}  # kept as they were
+    assert [u["methods"] for u in merged["meta"]["updates"]] == [{"synthetic-interaction": ["concat"]}]
+    assert "--update" in merged["meta"]["command"] and "| concat |" in (tmp_path / "compare_fusion.md").read_text()
+    mismatched = run("--datasets", "synthetic-interaction", "--methods", "concat", "--seeds", "1", "--epochs", "1",
+                     "--out", str(tmp_path), "--no-plots", "--update")
+    assert mismatched.returncode != 0 and "seeds [0]" in mismatched.stderr
+
+
+def test_pruned_temporal_gnn_is_an_opt_in_method_on_sequence_data(tmp_path):
+    result = run("--datasets", "synthetic-temporal", "--methods", "gnn-pruned-0.5", "--seeds", "0", "--epochs", "1",
+                 "--out", str(tmp_path), "--no-plots")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "compare_fusion.json").read_text())
+    assert [r["method"] for r in report["runs"]] == ["gnn-pruned-0.5"]
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--methods", "transformer-xl"], "unknown method"),
     (["--datasets", "imagenet"], "unknown data set"),
     (["--quick", "--full"], "not allowed with"),
+    (["--methods", "gnn-pruned-1.5"], "unknown method"),
+    (["--update", "--methods", "gnn"], "--update"),
 ])
 def test_bad_flags_exit_non_zero_with_a_clear_message(flags, words, tmp_path):
     result = run(*flags, "--out", str(tmp_path))
@@ -74,11 +107,14 @@ def test_throughput_sequences_reports_every_backend_with_its_own_peak_memory(tmp
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--sequences", "--steps",
                              "--unaligned", "2", "5", "7", "--unaligned-batch", "3", "--dim", "8",
                              "--dense-max-nodes", "14", "--threads", "1", "--seconds", "0.05", "--rounds", "2",
-                             "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--edge-pruning", "0.5", "--bound", "--json", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     (case,) = json.loads(out.read_text())["cases"]
     assert case["lengths"] == [2, 5, 7] and case["nodes"] == 14
-    assert set(case["backends"]) == {"auto", "dense", "sparse", "pyg"}
+    assert set(case["backends"]) == {"auto", "dense", "sparse", "pyg", "auto+pruned0.5", "bound"}
+    bound = case["backends"].pop("bound")  # free message passing: timed, no memory subprocess
+    assert bound["ms_per_step"] > 0 and bound["path"] == "messages free"
     for row in case["backends"].values():
         assert row["ms_per_step"] > 0 and row["peak_rss_mib"] >= row["rss_before_model_mib"] > 0
     assert case["backends"]["sparse"]["path"] == "sparse" and case["backends"]["auto"]["path"] in ("dense", "sparse")
