@@ -488,7 +488,9 @@ def add_robustness_scores(rows: dict, late: dict | None) -> None:
 
 def markdown(summary: dict, meta: dict) -> str:
     lines = [f"# Fusion comparison ({meta['protocol']})", "",
-             f"Command: `{meta['command']}`  ", f"Device: {meta['device']}; {meta['machine']}  ",
+             f"Command: `{meta['command']}`  ",
+             *(f"Then re-run (`--update`, these runs replaced): `{u['command']}`  " for u in meta.get("updates", [])),
+             f"Device: {meta['device']}; {meta['machine']}  ",
              f"Seeds: {meta['seeds']}; budget: {meta['budget']}", ""]
     for dataset, by_dropout in summary.items():
         for dropout, rows in by_dropout.items():
@@ -772,7 +774,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         meta["datasets"] = list(dict.fromkeys([*previous["meta"]["datasets"], *datasets]))
         meta["methods"] = {name: list(dict.fromkeys([*previous["meta"]["methods"].get(name, []),
                                                      *methods.get(name, [])])) for name in meta["datasets"]}
-        meta["command"] += "".join(f"; then `{u['command']}`" for u in meta["updates"][-1:])
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(summary, meta)
     (args.out / "compare_fusion.md").write_text(table)
@@ -781,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     (args.out / "compare_fusion.json").write_text(json.dumps(report, indent=1))
     print(table)
     print(f"wrote {args.out / 'compare_fusion.md'}, {args.out / 'compare_fusion.json'} and {len(meta['plots'])} plot(s)"
-          f" in {meta['elapsed_s']:.0f}s")
+          f" in {time.perf_counter() - start:.0f}s")
     return report
 
 

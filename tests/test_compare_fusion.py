@@ -59,7 +59,9 @@ def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path
     assert accuracy.pop(("concat", 0.0)) >= 0.0  # re-run
     assert set(accuracy.values()) == {-1.0} and set(accuracy) == {("gnn", 0.0), ("gnn", 0.5)}  # kept as they were
     assert [u["methods"] for u in merged["meta"]["updates"]] == [{"synthetic-interaction": ["concat"]}]
-    assert "--update" in merged["meta"]["command"] and "| concat |" in (tmp_path / "compare_fusion.md").read_text()
+    table = (tmp_path / "compare_fusion.md").read_text()
+    assert "--update" in merged["meta"]["updates"][0]["command"] and "--update" not in merged["meta"]["command"]
+    assert "Then re-run (`--update`" in table and "| concat |" in table
     mismatched = run("--datasets", "synthetic-interaction", "--methods", "concat", "--seeds", "1", "--epochs", "1",
                      "--out", str(tmp_path), "--no-plots", "--update")
     assert mismatched.returncode != 0 and "seeds [0]" in mismatched.stderr
