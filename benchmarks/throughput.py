@@ -25,8 +25,9 @@ plus time-aligned cross-modal edges, B = --seq-batch, 2 GAT layers, hidden 64, 4
 (--unaligned lengths, B = --unaligned-batch, cross-modal edges by relative time position). Backends: auto (the
 default), dense (skipped above --dense-max-nodes: O(N²) memory), sparse, pyg, timed in interleaved rounds in one
 process; --edge-pruning F adds the default backend with edge_pruning=F, --bound a step with free message passing
-(each relation's projections only: the ceiling of any message passing's speed-up). Peak memory is measured separately, one fresh subprocess per backend (its own peak RSS, VmHWM, after a few
-training steps, Python and torch included), so that backends do not share one process's maximum.
+(each relation's projections only: the ceiling of any message passing's speed-up). Peak memory is measured
+separately, one fresh subprocess per backend (its own peak RSS, VmHWM, after a few training steps, Python and torch
+included), so that backends do not share one process's maximum.
 """
 
 from __future__ import annotations

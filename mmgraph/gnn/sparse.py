@@ -126,8 +126,8 @@ def sparse_messages(layer: HeteroGNNLayer, h: Tensor, layout: GraphLayout, prese
 
 def prune_lists(lists: NeighbourLists, coefficients: list[list[Tensor]], pruning: float) -> NeighbourLists:
     """MTAG-style dynamic edge pruning on neighbour lists: per sample, relation and destination, keep the
-    :func:`~mmgraph.gnn.layer.keep_counts` sources of highest attention (mean over heads; ties go to the lower node index, as on the
-    dense path) and drop the rest for the following layers.
+    :func:`~mmgraph.gnn.layer.keep_counts` sources of highest attention (mean over heads; ties go to the lower node
+    index, as on the dense path) and drop the rest for the following layers.
 
     Args:
         lists: the lists the layer ran on.
@@ -164,7 +164,7 @@ def dense_coefficients(coefficients: list[list[Tensor]], layout: GraphLayout, ba
     num_nodes = layout.num_nodes
     heads = next((c.shape[-1] for per in coefficients for c in per), 1)
     out = torch.zeros(batch, len(coefficients), num_nodes, num_nodes, heads, device=layout.node_type.device)
-    sources_of = ([[s for s, _ in per] for per in lists] if lists is not None else layout.neighbours)
+    sources_of = [[s for s, _ in per] for per in lists] if lists is not None else layout.neighbours
     for r, per in enumerate(coefficients):
         for first, sources, coeff in zip(layout.offsets(), sources_of[r], per):
             values = coeff.expand(-1, -1, batch, -1).permute(2, 0, 1, 3)  # [B, T_m, K, heads]
