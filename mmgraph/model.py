@@ -361,6 +361,7 @@ class FusionModel(nn.Module):
         for m, name in enumerate(self.modalities):
             x = inputs[name]
             if name in self.scalers:
+                _check_standardized_shape(name, x, self.scalers[name].mean)
                 x = self.scalers[name](x)
             if mask is not None:
                 # missing entries may hold NaN or garbage; zero them so no NaN reaches the encoder's gradients
@@ -464,6 +465,18 @@ class FusionModel(nn.Module):
                              f"inputs come in the order {order}; pass the mask by name as {{modality: "
                              "BoolTensor[B]}, or order inputs and mask columns as the model's modalities")
         return mask.to(device)
+
+
+def _check_standardized_shape(name: str, x: Tensor, mean: Tensor) -> None:
+    """``inputs[name]`` must have the per-sample shape the standardisation statistics were taken on (``mean``:
+    ``[1, F]``, ``[1, 1, F]``, ``[1, C, 1, 1]``; a 1 there matches any size), or broadcasting would fail inside
+    the model, or silently succeed on a wrong layout."""
+    if tracing():
+        return
+    if x.dim() != mean.dim() or any(m != 1 and m != n for m, n in zip(mean.shape[1:], x.shape[1:])):
+        expected = ", ".join(["B", *("*" if m == 1 else str(m) for m in mean.shape[1:])])
+        raise ValueError(f"inputs[{name!r}]: expected shape [{expected}] (the shape the model was trained on), got "
+                         f"{tuple(x.shape)}")
 
 
 def _head(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.Module:

@@ -113,6 +113,16 @@ def test_model_file_holds_config_statistics_and_versions(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize("bad", [np.zeros((5, 6), np.float32), np.zeros((5, 4, 1), np.float32)])
+def test_standardised_model_refuses_arrays_of_another_shape_by_name(tmp_path, bad):
+    # the statistics would broadcast into an unhelpful RuntimeError (or a wrong layout) deep inside the model
+    features, y, _ = _toy()
+    model = FusionModel.load(FusionModel.from_dataset(MultiModalDataset(features, y), "gnn", dim=8,
+                                                      standardize=True).save(tmp_path / "m.pt"))
+    with pytest.raises(ValueError, match=r"inputs\['a'\]: expected shape \[B, 4\].*got \(5, "):
+        predict(model, {"b": features["b"][:5], "a": bad})
+
+
 def test_edge_pruning_survives_save_and_load(tmp_path):
     # a setting that changes predictions must not be lost on the way through the file
     encoders = {"a": {"name": "mlp", "in_dim": 3}, "b": {"name": "mlp", "in_dim": 5}}  # step by step
