@@ -37,10 +37,10 @@ class Seq2SeqFusion(FusionBase):
     Shapes: ``nodes [B, M, D]`` -> steps ``[B, M, M*D]`` (or ``[B, M, T, D]`` -> ``[B, T, M*D]``) -> state
     ``[B, hidden]`` -> ``[B, out_dim]``; ``aux_loss``: scalar.
 
-    Normalisation: with ``normalize=True`` (default) every modality embedding passes a ``LayerNorm`` first. The
-    gates of an RNN saturate on large inputs: embeddings of std ~30 (a CNN encoder's, unnormalised) froze the
-    encoder state and left the model at chance on av-digits; normalised, the state moves and the translation loss
-    does not depend on the encoders' scale.
+    Normalisation: with ``normalize=True`` (default) every modality embedding passes a ``LayerNorm`` first. With
+    embeddings of std ~30 (an unnormalised CNN encoder's) the translation loss was ~1000, swamped the task loss and
+    saturated the GRU's gates, and the model sat at chance on av-digits; normalised, neither the loss nor the
+    gates depend on the encoders' scale.
 
     Mask: missing modalities are zero in their slot; a step with nothing present (a missing modality token, or a
     time step where every modality is masked) is skipped: the encoder state is carried over unchanged, so a
