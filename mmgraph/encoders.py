@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mmgraph.utils import check_int as _check_int
+
 __all__ = [
     "CNNEncoder",
     "Conv1dEncoder",
@@ -344,11 +346,6 @@ def _reset_children(module: nn.Module) -> None:
     for child in module.modules():
         if child is not module and hasattr(child, "reset_parameters"):
             child.reset_parameters()
-
-
-def _check_int(arg: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
 
 
 def _check_dropout(value: object) -> None:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from mmgraph.data.dataset import _check_class_names
 from mmgraph.fusion import build_fusion
 from mmgraph.io import load_file, save_file
+from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import tracing
 
 __all__ = ["FusionModel", "Standardize"]
@@ -485,11 +486,6 @@ def _head(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.M
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
                          nn.Linear(hidden, out_dim))
-
-
-def _check_int(arg: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
 
 
 def _check_plain(where: str, value: Any) -> None:

@@ -35,6 +35,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from mmgraph.io import load_file, save_file
+from mmgraph.utils import check_choice as _check_choice
+from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import resolve_device, seed_everything
 
 __all__ = ["FitResult", "evaluate", "fit", "main", "predict"]
@@ -825,16 +827,6 @@ def _check_dataset(arg: str, dataset, tasks: dict[str, int], need_two_classes: b
                              f"{len(dataset)} samples; a classifier needs at least two to learn from (a subset "
                              f"that lost classes? split with mmgraph.data.stratified_split)")
     return rows
-
-
-def _check_choice(arg: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{arg}: expected one of {list(choices)}, got {value!r}")
-
-
-def _check_int(arg: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -1,5 +1,5 @@
-"""Small shared helpers: device selection, seeding, whether torch.compile / torch.export is tracing, and how an
-unexpected argument is described in error messages."""
+"""Small shared helpers: device selection, seeding, whether torch.compile / torch.export is tracing, how an
+unexpected argument is described in error messages, and the argument checks every module uses."""
 
 from __future__ import annotations
 
@@ -46,3 +46,15 @@ def describe(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+def check_int(arg: str, value: object, low: int) -> None:
+    """``value`` must be an int (not a bool) ``>= low``; else a ``ValueError`` naming ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
+
+
+def check_choice(arg: str, value: object, choices: tuple[str, ...]) -> None:
+    """``value`` must be one of ``choices``; else a ``ValueError`` naming ``arg`` and listing them."""
+    if value not in choices:
+        raise ValueError(f"{arg}: expected one of {list(choices)}, got {value!r}")

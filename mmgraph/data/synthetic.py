@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mmgraph.data.dataset import MultiModalDataset
+from mmgraph.utils import check_int as _check_int
 
 __all__ = ["make_interaction", "make_raw", "make_temporal", "random_modality_mask"]
 
@@ -188,11 +189,6 @@ def _flip_labels(labels: Tensor, noise: float, num_classes: int, generator: torc
     labels = labels.clone()
     labels[chosen] = (labels[chosen] + shift) % num_classes
     return labels
-
-
-def _check_int(arg: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
 
 
 def _check_fraction(arg: str, value: object) -> None:

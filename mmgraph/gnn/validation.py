@@ -13,12 +13,7 @@ import torch
 from torch import Tensor
 
 from mmgraph.graph import GraphLayout
-from mmgraph.utils import describe, tracing  # noqa: F401 (tracing re-exported for the gnn package)
-
-
-def check_choice(arg: str, value, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{arg}: expected one of {list(choices)}, got {value!r}")
+from mmgraph.utils import check_choice, describe, tracing  # noqa: F401 (check_choice, tracing: re-exported)
 
 
 def check_inputs(inputs: Mapping[str, Tensor], dims: Mapping[str, int]) -> int:
