@@ -44,7 +44,7 @@ from mmgraph.data import (  # noqa: E402
 )
 from mmgraph.data.synthetic import make_interaction, make_temporal, random_modality_mask  # noqa: E402
 from mmgraph.fusion import available_fusions  # noqa: E402
-from mmgraph.encoders import MLPEncoder  # noqa: E402
+from mmgraph.encoders import RepeatSteps, SpatialCNNEncoder, SpectrogramFramesEncoder  # noqa: E402
 from mmgraph.metrics import (  # noqa: E402
     classification_metrics,
     corrupt,
@@ -201,59 +201,18 @@ def only(data: MultiModalDataset, modality: str) -> MultiModalDataset:
                              class_names=data.class_names)
 
 
-class DigitCNN(nn.Module):
-    """A LeNet-style image encoder: two 3x3 conv blocks (16, 32 channels), each with ReLU and 2x2 max-pooling,
-    then a linear map of the flattened 7 x 7 grid (spatial layout kept: digits need it). ``stem > 1`` puts a
-    stride-``stem`` convolution (8 channels) in front, so a 112 x 112 spectrogram (``stem=4``) costs what a 28 x 28
-    image costs. ``x: [B, C, 28 * stem, 28 * stem] -> [B, out_dim]``."""
-
-    def __init__(self, out_dim: int, in_channels: int = 1, stem: int = 1, dropout: float = 0.0) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, 8, stem, stride=stem), nn.ReLU()] if stem > 1 else []
-        self.features = nn.Sequential(
-            *layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout))
-        self.proj = nn.LazyLinear(out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.features(x))
-
-
-class SpectrogramFrames(nn.Module):
-    """The spectrogram as a frame sequence: ``[B, 1, F, T]`` (rows = frequency, columns = time) averaged into
-    ``AUDIO_FRAMES`` frames, each encoded by an MLP: ``-> [B, AUDIO_FRAMES, D]`` (temporal nodes of the GNN)."""
-
-    def __init__(self, out_dim: int, frequencies: int, dropout: float) -> None:
-        super().__init__()
-        self.mlp = MLPEncoder(out_dim, in_dim=frequencies, dropout=dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = nn.functional.adaptive_avg_pool1d(x.flatten(1, 2), AUDIO_FRAMES)  # [B, F, AUDIO_FRAMES]
-        return self.mlp(frames.transpose(1, 2))
-
-
-class RepeatSteps(nn.Module):
-    """A static modality next to sequence nodes: its embedding ``[B, D]`` repeated as ``[B, steps, D]``."""
-
-    def __init__(self, encoder: nn.Module, steps: int) -> None:
-        super().__init__()
-        self.encoder, self.steps = encoder, steps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).unsqueeze(1).expand(-1, self.steps, -1)
-
-
 def audio_visual_encoders(data: MultiModalDataset, method: str, dim: int, dropout: float) -> dict[str, nn.Module]:
-    """The encoders every method gets on image + spectrogram data: a :class:`DigitCNN` per image, with a strided stem
+    """The encoders every method gets on image + spectrogram data: a :class:`~mmgraph.encoders.SpatialCNNEncoder` per image, with a strided stem
     per spectrogram; for :data:`FRAME_METHODS` the spectrogram as frames and the image repeated at every frame."""
     encoders: dict[str, nn.Module] = {}
     for name, shape in data.input_shapes.items():
         if name == "audio" and method in FRAME_METHODS:
-            encoders[name] = SpectrogramFrames(dim, shape[1], dropout)
+            encoders[name] = SpectrogramFramesEncoder(dim, shape[0] * shape[1], AUDIO_FRAMES, dropout)
         elif name == "audio":
-            encoders[name] = DigitCNN(dim, in_channels=shape[0], stem=shape[1] // 28, dropout=dropout)
+            encoders[name] = SpatialCNNEncoder(dim, tuple(shape[1:]), in_channels=shape[0], stem=shape[1] // 28,
+                                               dropout=dropout)
         else:
-            encoders[name] = DigitCNN(dim, in_channels=shape[0], dropout=dropout)
+            encoders[name] = SpatialCNNEncoder(dim, tuple(shape[1:]), in_channels=shape[0], dropout=dropout)
     if method in FRAME_METHODS:
         encoders = {name: e if name == "audio" else RepeatSteps(e, AUDIO_FRAMES) for name, e in encoders.items()}
     return encoders

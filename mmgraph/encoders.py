@@ -7,7 +7,9 @@ Registry in the style of timm: ``@register_encoder("name")`` next to each class,
 name       input                                             output
 =========  ================================================  ==========================================
 mlp        ``[..., in_dim]`` (vectors, or frames per step)   ``[..., out_dim]``
-cnn        images ``[B, C, H, W]``                           ``[B, out_dim]``
+cnn        images ``[B, C, H, W]`` (global average pooling)    ``[B, out_dim]``
+spatial_cnn images ``[B, C, H, W]`` (keeps spatial layout)      ``[B, out_dim]``
+spectrogram_frames ``[B, C, F, T]``                          ``[B, frames, out_dim]``
 gru/lstm   tokens ``[B, T]`` (int64) or frames ``[B, T, F]``  ``[B, out_dim]`` or ``[B, T, out_dim]``
 conv1d     frames ``[B, T, F]``                              ``[B, out_dim]`` or ``[B, T, out_dim]``
 =========  ================================================  ==========================================
@@ -31,6 +33,9 @@ __all__ = [
     "Conv1dEncoder",
     "MLPEncoder",
     "RNNEncoder",
+    "RepeatSteps",
+    "SpatialCNNEncoder",
+    "SpectrogramFramesEncoder",
     "available_encoders",
     "build_encoder",
     "register_encoder",
@@ -151,6 +156,101 @@ class CNNEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, out_dim={self.out_dim}, channels={self.channels}"
+
+
+@register_encoder("spatial_cnn")
+class SpatialCNNEncoder(nn.Module):
+    """A LeNet-style image encoder that keeps spatial layout: two 3x3 conv blocks (16, 32 channels), each with ReLU
+    and 2x2 max-pooling, then a linear map of the flattened grid (digits, glyphs and spectrograms need to know where
+    a stroke is, which global average pooling throws away).
+
+    ``stem > 1`` puts a stride-``stem`` convolution (8 channels) in front, so a 112 x 112 spectrogram (``stem=4``)
+    costs what a 28 x 28 image costs.
+
+    Shapes: ``x: [B, C, H, W] -> [B, out_dim]`` with ``(H, W) == image_size``.
+
+    Args:
+        out_dim: embedding width. image_size: ``(H, W)`` of the inputs (fixes the projection's width).
+        in_channels: ``C``. stem: stride of the optional stem convolution. dropout: before the projection.
+    """
+
+    def __init__(self, out_dim: int, image_size: tuple[int, int], in_channels: int = 1, stem: int = 1,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_int("out_dim", out_dim, 1)
+        _check_int("in_channels", in_channels, 1)
+        _check_int("stem", stem, 1)
+        _check_dropout(dropout)
+        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+                or any(isinstance(s, bool) or not isinstance(s, int) or s < 4 * stem for s in image_size)):
+            raise ValueError(f"image_size: expected (H, W) with H, W >= {4 * stem} (4 x stem), got {image_size!r}")
+        self.out_dim, self.in_channels, self.stem = out_dim, in_channels, stem
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        stem_layers: list[nn.Module] = [nn.Conv2d(in_channels, 8, stem, stride=stem), nn.ReLU()] if stem > 1 else []
+        self.features = nn.Sequential(
+            *stem_layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout))
+        height, width = (size // stem // 2 // 2 for size in self.image_size)
+        self.proj = nn.Linear(32 * height * width, out_dim)
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [B, C, H, W] -> [B, out_dim]``."""
+        if not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.image_size):
+            raise ValueError(f"x: expected a float image batch [B, {self.in_channels}, {self.image_size[0]}, "
+                             f"{self.image_size[1]}], got {x.dtype} of shape {tuple(x.shape)}")
+        return self.proj(self.features(x))
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, image_size={self.image_size}, out_dim={self.out_dim}, "
+                f"stem={self.stem}")
+
+
+@register_encoder("spectrogram_frames")
+class SpectrogramFramesEncoder(nn.Module):
+    """A spectrogram as a frame sequence (temporal nodes for the GNN): ``[B, 1, F, T]`` (rows = frequency, columns
+    = time) averaged over time into ``frames`` frames, each encoded by an :class:`MLPEncoder`.
+
+    Shapes: ``x: [B, C, F, T] -> [B, frames, out_dim]`` (channels are stacked with frequencies: ``C * F`` inputs).
+
+    Args:
+        out_dim: embedding width. frequencies: ``C * F``. frames: number of output steps. dropout: of the MLP.
+    """
+
+    def __init__(self, out_dim: int, frequencies: int, frames: int = 14, dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_int("frames", frames, 1)
+        self.frames = frames
+        self.mlp = MLPEncoder(out_dim, in_dim=frequencies, dropout=dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [B, C, F, T] -> [B, frames, out_dim]``."""
+        if not x.is_floating_point() or x.ndim != 4 or x.shape[1] * x.shape[2] != self.mlp.in_dim:
+            raise ValueError(f"x: expected a float spectrogram batch [B, C, F, T] with C * F = {self.mlp.in_dim}, "
+                             f"got {x.dtype} of shape {tuple(x.shape)}")
+        frames = nn.functional.adaptive_avg_pool1d(x.flatten(1, 2), self.frames)  # [B, C*F, frames]
+        return self.mlp(frames.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return f"frames={self.frames}"
+
+
+class RepeatSteps(nn.Module):
+    """A static modality beside sequence nodes: its encoder's embedding ``[B, D]`` repeated as ``[B, steps, D]``."""
+
+    def __init__(self, encoder: nn.Module, steps: int) -> None:
+        super().__init__()
+        _check_int("steps", steps, 1)
+        self.encoder, self.steps = encoder, steps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x -> [B, steps, D]``."""
+        return self.encoder(x).unsqueeze(1).expand(-1, self.steps, -1)
+
+    def extra_repr(self) -> str:
+        return f"steps={self.steps}"
 
 
 class RNNEncoder(nn.Module):
