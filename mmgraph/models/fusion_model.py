@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmgraph.data.dataset import _check_class_names
+from mmgraph.data.dataset import MultiModalDataset, _check_class_names
 from mmgraph.fusion import build_fusion
 from mmgraph.models import factory
 from mmgraph.models.preprocessing import Standardize, _check_standardized_shape, _describe
@@ -211,12 +211,13 @@ class FusionModel(nn.Module):
         return {task: head(fused) for task, head in self.heads.items()}
 
     @torch.no_grad()
-    def explain(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None = None,
-                step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+    def explain(self, inputs: Mapping[str, Any], mask: Any = None,
+                step_mask: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Per-sample edge attention and readout weights of the GNN fusion, with modality names.
 
-        Takes the same arguments as :meth:`forward` (raw inputs; encoders, standardisation and masks applied) and
-        returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
+        Takes the same arguments as :meth:`forward` (raw inputs; encoders, standardisation and masks applied), or
+        raw arrays as :func:`mmgraph.predict` takes them (``{modality: ndarray [B, ...]}``, masks as bool arrays,
+        converted as a :class:`~mmgraph.data.MultiModalDataset` converts them), and returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
         ``readout [B, N]``, ``modality_weights {modality: Tensor[B]}``, ``node_names``, ``node_mask [B, N]``,
         ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
         mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
@@ -225,6 +226,10 @@ class FusionModel(nn.Module):
         if gnn is None or not hasattr(gnn, "explain"):
             raise TypeError(f"explain: needs the 'gnn' fusion (attention over the modality graph); this model "
                             f"fuses with {type(self.fusion).__name__}")
+        if isinstance(inputs, Mapping) and not all(isinstance(x, Tensor) for x in inputs.values()):
+            device = next(self.parameters()).device
+            batch = MultiModalDataset(dict(inputs), None, mask=mask, step_mask=step_mask)[:].to(device)
+            inputs, mask, step_mask = batch.inputs, batch.named_mask, batch.step_mask
         was_training = self.training
         self.eval()
         try:
@@ -344,7 +349,8 @@ class FusionModel(nn.Module):
         for name in self.modalities:
             x = inputs[name]
             if not isinstance(x, Tensor) or x.dim() == 0:
-                raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}")
+                hint = " (torch.as_tensor(x), or mmgraph.predict, which takes arrays)" if hasattr(x, "shape") else ""
+                raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}{hint}")
         batch = inputs[self.modalities[0]].shape[0]
         # pairwise comparisons, not a set of sizes: traced sizes are tensors (torch.jit.trace) or symbols (export)
         if any(inputs[name].shape[0] != batch for name in self.modalities):
