@@ -75,7 +75,7 @@ class _MultiModalEstimator(BaseEstimator):
     def fit(self, X, y) -> _MultiModalEstimator:
         """Train a fresh :class:`~mmgraph.model.FusionModel` on ``X`` (see the module docstring) and ``y [N]``."""
         from mmgraph.model import FusionModel
-        from mmgraph.train import fit
+        from mmgraph.training import fit
 
         views = self._views(X, fitting=True)
         targets = self._encode_targets(y, len(next(iter(views.values()))))
@@ -96,7 +96,7 @@ class _MultiModalEstimator(BaseEstimator):
         return self
 
     def _outputs(self, X, proba: bool) -> torch.Tensor:
-        from mmgraph.train import predict
+        from mmgraph.training import predict
 
         check_is_fitted(self, "model_")
         return predict(self.model_, self._views(X, fitting=False), device=self.device,
