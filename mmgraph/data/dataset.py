@@ -278,6 +278,10 @@ def _encode_string_targets(targets, class_names: Mapping[str, Sequence[str]] | N
     encoded: dict[str, ArrayLike] = {}
     string_names: dict[str, list[str]] = {}
     for task, value in named.items():
+        missing = _missing_label_rows(value)
+        if missing:
+            raise ValueError(f"targets[{task!r}]: {len(missing)} missing labels (NaN or None) at rows {missing[:10]}"
+                             f"{' ...' if len(missing) > 10 else ''}; drop those samples or give them a label")
         labels = value if isinstance(value, np.ndarray) else np.asarray(value) if isinstance(value, (list, tuple)) \
             else None
         if labels is None or labels.dtype.kind not in "USO" or (labels.dtype.kind == "O" and not all(
@@ -299,6 +303,17 @@ def _encode_string_targets(targets, class_names: Mapping[str, Sequence[str]] | N
         encoded[task] = torch.from_numpy(ids[inverse.reshape(-1)])
         string_names[task] = names
     return encoded, string_names
+
+
+def _missing_label_rows(value: object) -> list[int]:
+    """Rows of a label list / tuple / object array that hold ``None``, or NaN among string labels (numpy would turn
+    it into the class ``'nan'``); numeric NaN targets are refused later, as NaN regression targets."""
+    if not isinstance(value, (list, tuple)) and not (isinstance(value, np.ndarray) and value.dtype.kind == "O"):
+        return []
+    rows = list(value)
+    strings = any(isinstance(v, str) for v in rows)
+    return [i for i, v in enumerate(rows)
+            if v is None or (strings and isinstance(v, (float, np.floating)) and bool(np.isnan(v)))]
 
 
 def _check_targets(named: Mapping[str, ArrayLike], task_types: Mapping[str, int | str] | None,
@@ -500,12 +515,14 @@ def _moments(dataset: MultiModalDataset, name: str, eps: float) -> tuple[Tensor,
     steps = (dataset.step_mask or {}).get(name)
     if steps is not None:
         weight = weight * steps.float().view(*steps.shape, *([1] * (x.ndim - 2)))
-    weight = weight.expand_as(x)
-    x = torch.where(weight > 0, x, torch.zeros((), dtype=x.dtype))  # masked entries may hold NaN placeholders
+    weight = weight.expand_as(x).double()
+    # float64: the squares of float32 features overflow from |x| ~ 1e19 (an inf std zeroes the modality); the
+    # moments of finite float32 values (what the dataset holds where present) are finite float32 values
+    x64 = torch.where(weight > 0, x.double(), torch.zeros((), dtype=torch.float64))  # masked: NaN placeholders
     axis = 1 if x.ndim == 4 else x.ndim - 1  # channels of images, last axis otherwise
     dims = [d for d in range(x.ndim) if d != axis]
     count = weight.sum(dim=dims, keepdim=True).clamp_min(1.0)
-    mean = (x * weight).sum(dim=dims, keepdim=True) / count
-    std = (((x - mean) ** 2 * weight).sum(dim=dims, keepdim=True) / count).sqrt()
+    mean = (x64 * weight).sum(dim=dims, keepdim=True) / count
+    std = (((x64 - mean) ** 2 * weight).sum(dim=dims, keepdim=True) / count).sqrt()
     std = torch.where(std < eps, torch.ones_like(std), std)
-    return mean, std
+    return mean.to(x.dtype), std.to(x.dtype)
