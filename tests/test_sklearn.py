@@ -4,7 +4,6 @@ GridSearchCV, Pipeline and clone (small data, tiny models: the real figure is me
 import re
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse
 from sklearn.base import clone
@@ -113,6 +112,7 @@ def test_plain_2d_X_without_modalities_is_one_view_with_a_warning():
 
 
 def test_dataframe_columns_give_feature_names_and_reordered_columns_are_refused_by_name():
+    pd = pytest.importorskip("pandas")
     X, y = _views()
     frame = pd.DataFrame(X, columns=["l0", "l1", "l2", "r0", "r1"])
     clf = MultiModalClassifier(modalities=SIZES, **FAST).fit(frame, y)
@@ -139,10 +139,12 @@ def test_classifier_refuses_a_continuous_y_as_scikit_learn_does():
 @pytest.mark.parametrize("labels, rows", [
     (["neg", "pos", float("nan"), "pos"], [2]),
     (["neg", None, "pos", None], [1, 3]),
-    (pd.Series(["neg", "pos", np.nan, "neg"]), [2]),
+    ("a pandas Series", [2]),
     (np.array([0.0, 1.0, 1.0, np.nan]), [3]),
 ])
 def test_missing_labels_are_refused_naming_the_rows(labels, rows):
+    if isinstance(labels, str):  # "a pandas Series"
+        labels = pytest.importorskip("pandas").Series(["neg", "pos", np.nan, "neg"])
     X = np.zeros((4, 5), dtype=np.float32)
     with pytest.raises(ValueError, match=rf"y: {len(rows)} missing labels \(NaN or None\) at rows "
                                          rf"{re.escape(str(rows))}"):
