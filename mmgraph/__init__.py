@@ -12,7 +12,7 @@ from mmgraph.encoders import available_encoders, build_encoder, register_encoder
 from mmgraph.fusion import available_fusions, build_fusion, register_fusion
 from mmgraph.gnn import MultiModalGNN, explanation_to_networkx
 from mmgraph.graph import GraphLayout, ModalityGraph
-from mmgraph.model import FusionModel
+from mmgraph.models import FusionModel
 from mmgraph.training import FitResult, evaluate, fit, predict
 from mmgraph.utils import resolve_device, seed_everything
 

@@ -1,4 +1,4 @@
-"""scikit-learn estimators around :class:`~mmgraph.model.FusionModel`: multimodal fusion inside ``cross_val_score``,
+"""scikit-learn estimators around :class:`~mmgraph.models.FusionModel`: multimodal fusion inside ``cross_val_score``,
 ``GridSearchCV`` and ``Pipeline``.
 
 ``X`` may be given three ways, and the estimator keeps the one it was fitted with:
@@ -92,8 +92,8 @@ class _MultiModalEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ scikit-learn API
     def fit(self, X, y) -> _MultiModalEstimator:
-        """Train a fresh :class:`~mmgraph.model.FusionModel` on ``X`` (see the module docstring) and ``y [N]``."""
-        from mmgraph.model import FusionModel
+        """Train a fresh :class:`~mmgraph.models.FusionModel` on ``X`` (see the module docstring) and ``y [N]``."""
+        from mmgraph.models import FusionModel
         from mmgraph.training import fit
 
         if y is None:
@@ -178,7 +178,7 @@ class MultiModalClassifier(ClassifierMixin, _MultiModalEstimator):
 
     Attributes:
         classes_: the sorted class labels seen in ``fit`` (any type: ints, strings, ...).
-        model_: the trained :class:`~mmgraph.model.FusionModel` (``model_.save(path)`` to ship it).
+        model_: the trained :class:`~mmgraph.models.FusionModel` (``model_.save(path)`` to ship it).
         history_: per-epoch training records.
         n_features_in_: columns of ``X`` seen in ``fit`` (all views together); feature_names_in_: a DataFrame's
             string column names (only when ``fit`` got one); n_features_per_view_: ``{view: columns}``.

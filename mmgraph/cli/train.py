@@ -1,4 +1,4 @@
-"""``python -m mmgraph.train``: train a :class:`~mmgraph.model.FusionModel` on a benchmark data set
+"""``python -m mmgraph.train``: train a :class:`~mmgraph.models.FusionModel` on a benchmark data set
 (:func:`load_dataset`) or a user's ``.npz`` (:func:`load_npz`) with :func:`~mmgraph.training.fit`, then evaluate it on
 a held-out test part and write the run's files (checkpoint, per-epoch and test metrics, optionally the model)."""
 
@@ -202,7 +202,7 @@ def _prepare_out(parser: argparse.ArgumentParser, args: argparse.Namespace, out:
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     """Run the CLI; returns what it writes to ``metrics.json`` (None on ranks other than 0 under torchrun)."""
     from mmgraph.data import stratified_split
-    from mmgraph.model import FusionModel
+    from mmgraph.models import FusionModel
 
     parser = _parser()
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Training and evaluation: :func:`fit`, :func:`evaluate`, :func:`predict` and checkpoints.
 
-``fit`` trains any :class:`~mmgraph.model.FusionModel` (or a module with the same call) on a
+``fit`` trains any :class:`~mmgraph.models.FusionModel` (or a module with the same call) on a
 :class:`~mmgraph.data.MultiModalDataset`: Adam or SGD with an optional schedule, label smoothing and class weights,
 early stopping on a validation metric with the best weights restored, gradient clipping, AMP on CUDA, seeded
 shuffling, an atomic SHA-256-checked checkpoint per epoch with exact resume (refused when the training settings

@@ -1,6 +1,6 @@
 """The training loop: :func:`fit` and :class:`FitResult`.
 
-``fit`` trains any :class:`~mmgraph.model.FusionModel` (or a module with the same call) on a
+``fit`` trains any :class:`~mmgraph.models.FusionModel` (or a module with the same call) on a
 :class:`~mmgraph.data.MultiModalDataset`: Adam or SGD with an optional schedule, label smoothing and class weights,
 early stopping on a validation metric with the best weights restored, gradient clipping, AMP on CUDA, seeded
 shuffling, an atomic SHA-256-checked checkpoint per epoch with exact resume (refused when the training settings
@@ -96,7 +96,7 @@ def fit(
     """Train ``model`` on ``train``; early-stop and pick the best epoch on ``val``.
 
     Args:
-        model: a :class:`~mmgraph.model.FusionModel` (anything with ``model.tasks: {task: num_classes}`` and
+        model: a :class:`~mmgraph.models.FusionModel` (anything with ``model.tasks: {task: num_classes}`` and
             ``model(inputs, mask, step_mask) -> {task: Tensor[B, C]}``). Moved to ``device``; trained in place.
         train, val: :class:`~mmgraph.data.MultiModalDataset`; ``dataset[LongTensor[b]]`` must return a
             ``MultiModalBatch`` with ``inputs``, ``mask [b, M]``, ``targets {task: [b]}`` and ``step_mask``.

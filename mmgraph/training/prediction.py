@@ -24,7 +24,7 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     """Predictions of ``model`` for every sample of ``data``, on CPU.
 
     Args:
-        model: a :class:`~mmgraph.model.FusionModel` (trained, or loaded with ``FusionModel.load``).
+        model: a :class:`~mmgraph.models.FusionModel` (trained, or loaded with ``FusionModel.load``).
         data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw arrays
             ``{modality: ndarray | Tensor [N, ...]}`` in any key order (``mask`` optional). Modalities are matched
             to the model's by name.
