@@ -219,6 +219,24 @@ def test_standardize_features_at_1e30_keep_their_information():
     assert torch.allclose(scaler(huge.features["v"]), z_small.features["v"], atol=1e-5)
 
 
+def test_standardization_stats_in_chunks_equal_one_pass(monkeypatch):
+    from mmgraph.data import dataset as dataset_module
+
+    gen = torch.Generator().manual_seed(0)
+    features = {"v": 5 + 3 * torch.randn(11, 4, generator=gen), "s": torch.randn(11, 6, 2, generator=gen),
+                "img": torch.randn(11, 3, 4, 4, generator=gen)}
+    data = MultiModalDataset(features, torch.arange(11) % 2, mask={"v": torch.arange(11) % 3 > 0},
+                             step_mask={"s": torch.rand(11, 6, generator=gen) > 0.3})
+    whole = standardization_stats(data)
+    monkeypatch.setattr(dataset_module, "_STATS_CHUNK", 10)  # 1 to 5 samples per chunk
+    chunked = standardization_stats(data)
+    for name, (mean, std) in whole.items():
+        assert torch.allclose(chunked[name][0], mean, atol=1e-6) and torch.allclose(chunked[name][1], std, atol=1e-6)
+    v = data.features["v"][data.mask[:, 0]]
+    assert torch.allclose(whole["v"][0], v.mean(0, keepdim=True), atol=1e-5)
+    assert torch.allclose(whole["v"][1], v.std(0, unbiased=False, keepdim=True), atol=1e-5)
+
+
 @pytest.mark.parametrize("labels, rows", [
     (["a", "b", float("nan"), "a", np.nan], [2, 4]),
     (["a", "b", None, "a", "b"], [2]),
