@@ -9,7 +9,7 @@
 * one 2-D array or DataFrame ``[N, F0 + F1 + ...]`` split into views by ``modalities={name: n_columns}`` in that
   order -- the form scikit-learn's splitters, searches and pipelines pass around. Without ``modalities`` it is one
   view named ``"X"`` (a fusion of one modality; fit warns), which makes the estimators plain scikit-learn estimators
-  (``check_estimator`` passes; docs/deploy.md lists the checks that do not apply).
+  (``sklearn.utils.estimator_checks.check_estimator`` passes every check; docs/deploy.md).
 
 The single-array form follows scikit-learn's input conventions: ``n_features_in_``, ``feature_names_in_`` from a
 DataFrame's string column names (a DataFrame whose columns are missing, extra or reordered at predict time is

@@ -124,9 +124,9 @@ def load_mosei(path: str | Path) -> dict[str, MultiModalDataset]:
     D_a]``, ``vision: [N, T_v, D_v]`` (in that order), ``step_mask = {m: BoolTensor[N, T_m]}`` marking the real
     steps, which come first (the leading all-zero padding rows of the file are moved to the end and are False),
     ``-inf`` audio values replaced by 0 (as MultiBench does), a modality whose every step is padding marked absent
-    in ``mask``, and the regression task ``"sentiment"``
-    (float in [-3, 3]; :func:`binary_sentiment` gives the binary label of the literature). Samples with NaN
-    features, or with no real step in any modality, are dropped with a warning (MultiBench drops NaN samples too).
+    in ``mask``, and the regression task ``"sentiment"`` (float in [-3, 3]; :func:`binary_sentiment` gives the
+    binary label of the literature). Samples with NaN features, or with no real step in any modality, are dropped
+    with a warning (MultiBench drops NaN samples too).
 
     The file is read by :func:`read_pickle` (a restricted unpickler: numpy arrays, dicts, lists, strings and
     numbers only), so a pickle from a download link cannot run code here.
