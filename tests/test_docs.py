@@ -139,7 +139,7 @@ def _run(argv: list[str], cwd: Path, what: str) -> None:
 ZYGOTE = """\
 import atexit, gc, json, os, runpy, sys, time, traceback
 
-import mmgraph, mmgraph.sklearn  # noqa: F401  (imported once; every block runs in a fork of this interpreter)
+import mmgraph  # noqa: F401  (imported once; every block runs in a fork of this interpreter)
 
 gc.freeze()  # the children's collections skip these objects (and do not copy their pages)
 
