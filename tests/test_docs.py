@@ -72,7 +72,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        page = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page.name
+        return f"{page}:{self.line}"
 
 
 def extract_blocks(page: Path) -> list[Block]:
@@ -91,19 +92,19 @@ def extract_blocks(page: Path) -> list[Block]:
         while end < len(lines) and not re.match(r"^\s*```\s*$", lines[end]):
             end += 1
         if end == len(lines):
-            raise AssertionError(f"{page.relative_to(ROOT)}:{i + 1}: unclosed code block")
+            raise AssertionError(f"{page.name}:{i + 1}: unclosed code block")
         code = "\n".join(line[indent:] if not line[:indent].strip() else line.lstrip() for line in lines[i + 1:end])
         directive = value = None
         if i > 0 and (found := DIRECTIVE.match(lines[i - 1])):
             directive, value = found.group("name"), found.group("value")
         if directive in ("not-run", "after") and not value:
-            raise AssertionError(f"{page.relative_to(ROOT)}:{i + 1}: <!-- {directive}: ... --> needs a value")
+            raise AssertionError(f"{page.name}:{i + 1}: <!-- {directive}: ... --> needs a value")
         previous = None
         if directive == "after":
             previous = next((b for b in reversed(blocks) if b.lang == "python" and value in b.code
                              and not (b.directive == "after" and b.value == value)), None)
             if previous is None:
-                raise AssertionError(f"{page.relative_to(ROOT)}:{i + 1}: <!-- after: {value} --> but no earlier "
+                raise AssertionError(f"{page.name}:{i + 1}: <!-- after: {value} --> but no earlier "
                                      f"python block names {value}")
         blocks.append(Block(page, i + 1, lang, code + "\n", directive, value, previous))
         i = end + 1
@@ -334,3 +335,52 @@ def test_blocks_are_found() -> None:
         fences = len(re.findall(r"^\s*```", text, flags=re.MULTILINE))
         assert fences == 2 * len([b for b in BLOCKS if b.page == page]), page
     assert len(PYTHON_BLOCKS) >= 15 and COMMANDS
+
+
+PAGE = """\
+# a page
+
+```python
+import pathlib
+secret = 42
+pathlib.Path("model.bin").write_text("saved")
+```
+
+- a list item:
+
+  ```python
+  print("indented")
+  ```
+
+<!-- after: model.bin -->
+```python
+import pathlib
+assert pathlib.Path("model.bin").read_text() == "saved"
+print(secret)
+```
+
+<!-- not-run: needs a GPU -->
+```python
+import torch
+torch.zeros(1, device="cuda")
+```
+"""
+
+
+def test_the_harness_reports_a_failing_block_by_page_and_line(tmp_path: Path, zygote: Zygote) -> None:
+    """Extraction (indented fences, directives, the block an ``after`` block follows) and the runner: a block
+    passes, an ``after`` block finds the file its producer wrote but not its names, and the failure names the page
+    and line of the block with the traceback."""
+    page = tmp_path / "page.md"
+    page.write_text(PAGE)
+    writer, indented, reader, gpu = extract_blocks(page)
+    assert [b.line for b in (writer, indented, reader, gpu)] == [3, 11, 16, 23]
+    assert indented.code == 'print("indented")\n' and indented.directive is None
+    assert reader.directive == "after" and reader.previous is writer and gpu.value == "needs a GPU"
+    cache = tmp_path / "cache"
+    assert (run_python_block(writer, cache, zygote) / "model.bin").read_text() == "saved"
+    run_python_block(indented, cache, zygote)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run_python_block(reader, cache, zygote)
+    assert "page.md:16 (python block)" in str(failure.value)
+    assert "NameError: name 'secret' is not defined" in str(failure.value)
