@@ -217,7 +217,8 @@ class FusionModel(nn.Module):
 
         Takes the same arguments as :meth:`forward` (raw inputs; encoders, standardisation and masks applied), or
         raw arrays as :func:`mmgraph.predict` takes them (``{modality: ndarray [B, ...]}``, masks as bool arrays,
-        converted as a :class:`~mmgraph.data.MultiModalDataset` converts them), and returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
+        converted as a :class:`~mmgraph.data.MultiModalDataset` converts them), and returns
+        :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
         ``readout [B, N]``, ``modality_weights {modality: Tensor[B]}``, ``node_names``, ``node_mask [B, N]``,
         ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
         mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
