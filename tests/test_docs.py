@@ -25,8 +25,9 @@ Two HTML comments on the line right before a block's fence change how it runs; u
 **Shell blocks** (```bash) are not run as a whole: most of them are long jobs (``bash scripts/main.sh``, full
 training runs, ``torchrun``) or need the user's files (``--data mine.npz``). Instead every command line of the form
 ``python -m mmgraph[.module] ARGS`` or ``mmgraph ARGS`` is checked to *parse*: it runs in a subprocess with
-``argparse.ArgumentParser.parse_args`` patched to stop with exit status 0 right after the first successful parse,
-so unknown options, bad choices and values the option types reject fail here, before any data is loaded (checks
+``argparse.ArgumentParser.parse_args`` patched to stop with exit status 0 right after the first successful parse
+(a dispatcher's parse, one with an ``argparse.REMAINDER`` argument like ``mmgraph COMMAND ...``, goes on to the
+command's own parser), so unknown options, bad choices and values the option types reject fail here, before any data is loaded (checks
 the command runs after parsing, e.g. ``--heads`` dividing ``--dim``, are tests/test_cli.py's). These run in the
 zygote too. A shell block preceded by ``<!-- run -->`` is cheap and safe, and is run whole with ``bash -e`` in a
 subprocess (the venv's ``python`` first on ``PATH``).
@@ -296,7 +297,9 @@ _parse_args = argparse.ArgumentParser.parse_args
 
 
 def parse_args(self, args=None, namespace=None):
-    _parse_args(self, args, namespace)      # exits with status 2 on a usage error
+    parsed = _parse_args(self, args, namespace)     # exits with status 2 on a usage error
+    if any(action.nargs == argparse.REMAINDER for action in self._actions):
+        return parsed                               # a dispatcher (mmgraph COMMAND ...): the command's parser is next
     print("parsed:", sys.argv[1:])
     raise SystemExit(0)
 
