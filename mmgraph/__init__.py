@@ -18,6 +18,7 @@ from mmgraph.utils import resolve_device, seed_everything
 __version__ = "0.1.0"
 
 _TRAIN_API = ("FitResult", "evaluate", "fit", "predict")
+_EVALUATION_API = ("Comparison", "compare")
 
 
 def __getattr__(name: str):
@@ -26,10 +27,15 @@ def __getattr__(name: str):
         from mmgraph import train
 
         return getattr(train, name)
+    if name in _EVALUATION_API:
+        from mmgraph import evaluation
+
+        return getattr(evaluation, name)
     raise AttributeError(f"module 'mmgraph' has no attribute {name!r}")
 
 
 __all__ = [
+    "Comparison",
     "FitResult",
     "FusionModel",
     "GraphLayout",
@@ -41,6 +47,7 @@ __all__ = [
     "available_fusions",
     "build_encoder",
     "build_fusion",
+    "compare",
     "evaluate",
     "explanation_to_networkx",
     "fit",
