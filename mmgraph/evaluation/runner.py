@@ -25,7 +25,8 @@ from mmgraph.evaluation.protocol import Budget, Split, splits
 from mmgraph.evaluation.robustness import corruption_curves, drop_curves
 from mmgraph.evaluation.scores import run_scores, task_scores
 
-__all__ = ["DataSource", "Job", "audio_visual_encoders", "only", "run_job", "run_jobs", "run_one", "train_once"]
+__all__ = ["DataSource", "Job", "audio_visual_encoders", "only", "outputs", "run_job", "run_jobs", "run_one", "score",
+           "train_once"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,13 @@ def outputs(model: nn.Module, data: MultiModalDataset, device: torch.device) -> 
     return predict(model, data, batch_size=512, device=device, logits=True)
 
 
+def score(model: nn.Module, data: MultiModalDataset, device: torch.device, sentiment: set[str] | None = None) -> float:
+    """The model's ``score`` on ``data`` (mean over tasks of each task's primary metric; see
+    :mod:`~mmgraph.evaluation.scores`), ``sentiment`` naming the regression tasks scored as sentiment."""
+    sentiment = sentiment or set()
+    return run_scores(data, task_scores(data, outputs(model, data, device), sentiment), sentiment)["score"]
+
+
 def inference_rate(model: nn.Module, data: MultiModalDataset, device: torch.device) -> float:
     """Test-set samples per second in eval mode (batches of 512, best of 3 passes)."""
     best = math.inf
@@ -158,8 +166,8 @@ def run_one(source: DataSource, data: MultiModalDataset, method_name: str, split
             best_model, best_info = model, info
     sentiment = set(source.sentiment)
 
-    def score(part: MultiModalDataset) -> float:
-        return run_scores(part, task_scores(part, outputs(best_model, part, device), sentiment), sentiment)["score"]
+    def score_of(part: MultiModalDataset) -> float:
+        return score(best_model, part, device, sentiment)
 
     per_task = task_scores(test, outputs(best_model, test, device), sentiment)
     record = {
@@ -171,8 +179,8 @@ def run_one(source: DataSource, data: MultiModalDataset, method_name: str, split
         "inference_samples_per_s": inference_rate(best_model, test, device),
     }
     if source.robustness:
-        record["robustness"], record["robustness_bernoulli"] = drop_curves(test, tuple(drop_rates), seed, score)
-        record["corruption"] = corruption_curves(test, modalities, record["score"], seed, score)
+        record["robustness"], record["robustness_bernoulli"] = drop_curves(test, tuple(drop_rates), seed, score_of)
+        record["corruption"] = corruption_curves(test, modalities, record["score"], seed, score_of)
     return record
 
 
