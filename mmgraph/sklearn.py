@@ -1,4 +1,4 @@
-"""scikit-learn estimators around :class:`~mmgraph.model.FusionModel`: multimodal fusion inside ``cross_val_score``,
+"""scikit-learn estimators around :class:`~mmgraph.models.FusionModel`: multimodal fusion inside ``cross_val_score``,
 ``GridSearchCV`` and ``Pipeline``.
 
 ``X`` may be given three ways, and the estimator keeps the one it was fitted with:
@@ -73,9 +73,9 @@ class _MultiModalEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ scikit-learn API
     def fit(self, X, y) -> _MultiModalEstimator:
-        """Train a fresh :class:`~mmgraph.model.FusionModel` on ``X`` (see the module docstring) and ``y [N]``."""
-        from mmgraph.model import FusionModel
-        from mmgraph.train import fit
+        """Train a fresh :class:`~mmgraph.models.FusionModel` on ``X`` (see the module docstring) and ``y [N]``."""
+        from mmgraph.models import FusionModel
+        from mmgraph.training import fit
 
         views = self._views(X, fitting=True)
         targets = self._encode_targets(y, len(next(iter(views.values()))))
@@ -96,7 +96,7 @@ class _MultiModalEstimator(BaseEstimator):
         return self
 
     def _outputs(self, X, proba: bool) -> torch.Tensor:
-        from mmgraph.train import predict
+        from mmgraph.training import predict
 
         check_is_fitted(self, "model_")
         return predict(self.model_, self._views(X, fitting=False), device=self.device,
@@ -139,7 +139,7 @@ class MultiModalClassifier(ClassifierMixin, _MultiModalEstimator):
 
     Attributes:
         classes_: the sorted class labels seen in ``fit`` (any type: ints, strings, ...).
-        model_: the trained :class:`~mmgraph.model.FusionModel` (``model_.save(path)`` to ship it).
+        model_: the trained :class:`~mmgraph.models.FusionModel` (``model_.save(path)`` to ship it).
         history_: per-epoch training records.
     """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import pickle
@@ -184,8 +185,8 @@ def test_mmgraph_compare_bad_input_is_a_one_line_usage_error(flags, words, capsy
 
 def test_mmgraph_predict_writes_one_column_per_task_with_class_names(tmp_path):
     from mmgraph.cli import main
-    from mmgraph.model import FusionModel
-    from mmgraph.train import fit
+    from mmgraph.models import FusionModel
+    from mmgraph.training import fit
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 4)).astype(np.float32), rng.normal(size=(60, 3)).astype(np.float32)
@@ -218,3 +219,16 @@ def test_python_m_mmgraph_lists_the_subcommands_and_train_still_works_under_it(t
                                 str(tmp_path / "run")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"] == "synthetic-interaction"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
+                    reason="av-digits needs the optional espeakng-loader package (mmgraph[data])")
+def test_the_training_command_loads_every_registered_data_set_av_digits_included():
+    from mmgraph.cli import train as train_cli
+
+    parser = train_cli._parser()
+    assert parser.parse_args(["--dataset", "av-digits"]).dataset == "av-digits"
+    data = train_cli.load_dataset("av-digits")  # the registry's (published parts concatenated)
+    assert data.modalities == ["image", "audio"] and len(data) == 2560
+    register_dataset("tests-for-train", lambda: _classification_dataset(40), overwrite=True)
+    assert train_cli._parser().parse_args(["--dataset", "tests-for-train"]).dataset == "tests-for-train"

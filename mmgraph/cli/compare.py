@@ -49,7 +49,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = "mmgraph compare") -> dict:
     """Run the command; returns the report (``Comparison.to_dict()``)."""
     from mmgraph.evaluation import compare
-    from mmgraph.train import load_npz
+    from mmgraph.cli.train import load_npz
 
     parser = _parser(prog)
     args = parser.parse_args(argv)

@@ -74,8 +74,8 @@ def predictions_table(model, probabilities: dict, proba: bool = False) -> tuple[
 def main(argv: Sequence[str] | None = None, prog: str = "mmgraph predict") -> Path:
     """Run the command; returns the CSV's path."""
     from mmgraph.io import write_text
-    from mmgraph.model import FusionModel
-    from mmgraph.train import predict
+    from mmgraph.models import FusionModel
+    from mmgraph.training import predict
 
     parser = _parser(prog)
     args = parser.parse_args(argv)

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from mmgraph.data.dataset import MultiModalDataset
 
-__all__ = ["BUILTIN_DATASETS", "DATA_DIR_FILES", "OPTIONAL_KEYWORDS", "available_datasets", "concatenate", "load_dataset", "load_dataset_with_split",
-           "register_dataset"]
+__all__ = ["BUILTIN_DATASETS", "DATA_DIR_FILES", "OPTIONAL_KEYWORDS", "available_datasets", "concatenate",
+           "load_dataset", "load_dataset_with_split", "register_dataset"]
 
 Loader = Callable[..., "MultiModalDataset | Mapping[str, MultiModalDataset]"]
 Split = tuple[Tensor, Tensor, Tensor]
@@ -62,8 +62,8 @@ def load_dataset_with_split(name: str, **kwargs) -> tuple[MultiModalDataset, Spl
     """``(data, split)``: the data set, and for one published with its split the ``(train, valid, test)`` index
     tensors into ``data`` (None otherwise)."""
     if name not in _LOADERS:
-        raise ValueError(f"dataset: unknown data set {name!r}; expected one of {available_datasets()} (or register "
-                         "your own with mmgraph.data.register_dataset)")
+        raise ValueError(f"dataset: expected one of {available_datasets()}, got {name!r} (register your own with "
+                         "mmgraph.data.register_dataset)")
     loader = _LOADERS[name]
     try:
         parameters = inspect.signature(loader).parameters

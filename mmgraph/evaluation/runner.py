@@ -24,6 +24,8 @@ from mmgraph.evaluation.methods import AUDIO_FRAMES, Method, has_sequences, is_a
 from mmgraph.evaluation.protocol import Budget, Split, splits
 from mmgraph.evaluation.robustness import corruption_curves, drop_curves
 from mmgraph.evaluation.scores import run_scores, task_scores
+from mmgraph.models import FusionModel
+from mmgraph.training import fit, predict
 
 __all__ = ["DataSource", "Job", "audio_visual_encoders", "only", "outputs", "run_job", "run_jobs", "run_one", "score",
            "train_once"]
@@ -97,9 +99,6 @@ def train_once(train: MultiModalDataset, val: MultiModalDataset, method: Method,
                seed: int, device: torch.device, modality_dropout: float) -> tuple[nn.Module, dict]:
     """Train one model of ``method`` with ``budget`` (``config`` overrides ``lr``, ``weight_decay``,
     ``encoder_dropout`` and head ``dropout``); image + spectrogram data get :func:`audio_visual_encoders`."""
-    from mmgraph.model import FusionModel
-    from mmgraph.train import fit
-
     torch.manual_seed(seed)
     encoder_dropout = config.get("encoder_dropout", budget.encoder_dropout)
     if is_audio_visual(train):
@@ -123,9 +122,7 @@ def train_once(train: MultiModalDataset, val: MultiModalDataset, method: Method,
 
 def outputs(model: nn.Module, data: MultiModalDataset, device: torch.device) -> dict[str, torch.Tensor]:
     """The model's raw outputs ``{task: Tensor[N, C]}`` on ``data`` (its mask included), by the library's
-    :func:`~mmgraph.train.predict`."""
-    from mmgraph.train import predict
-
+    :func:`~mmgraph.training.predict`."""
     return predict(model, data, batch_size=512, device=device, logits=True)
 
 
