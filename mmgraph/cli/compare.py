@@ -1,6 +1,6 @@
 """``mmgraph compare``: which fusion works best on your data (:func:`mmgraph.compare` on the command line).
 
-    mmgraph compare --data mine.npz [--targets KEY ...] [--methods gnn concat tfn late] [--full] [--out DIR]
+    mmgraph compare --data mine.npz [--targets KEY ...] [--methods gnn concat tfn late] [--quick | --full] [--out DIR]
                     [--sentiment TARGET]
     mmgraph compare --dataset handwritten --methods gnn concat --seeds 0 1
 
@@ -32,7 +32,9 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         help="target arrays of --data (default: label)")
     parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
                         help="methods to compare (default: every fusion, plus unimodal baselines on two modalities)")
-    parser.add_argument("--full", action="store_true", help="the full protocol (5 seeds, longer budget); default quick")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the quick protocol (default): 1 seed, 25 epochs")
+    mode.add_argument("--full", action="store_true", help="the full protocol: 5 seeds, 100 epochs")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 (quick), 0..4 (--full)")
     parser.add_argument("--epochs", type=int, default=None, help="override the protocol's epoch budget")
     parser.add_argument("--sentiment", nargs="+", default=None, metavar="TARGET",
