@@ -18,7 +18,8 @@ __all__ = ["COMMANDS", "main"]
 
 # subcommand -> (module with main(argv), one-line description)
 COMMANDS = {
-    "train": ("mmgraph.cli.train", "train a FusionModel on a registered data set or your .npz (python -m mmgraph.train)"),
+    "train": ("mmgraph.cli.train", "train a FusionModel on a registered data set or your .npz (= python -m "
+                                   "mmgraph.train)"),
     "compare": ("mmgraph.cli.compare", "compare fusion methods on a registered data set or your .npz"),
     "predict": ("mmgraph.cli.predict", "predict with a saved model (.mmgraph) on a .npz, write a CSV"),
 }

@@ -149,8 +149,8 @@ def compare(data: Data | Sequence[Data] | None, methods: Sequence[str] | None = 
             per_seed[seed] = replace(source, folds=preset.folds, robustness=preset.robustness,
                                      sentiment=tuple(sorted(wanted)))
         sources[name], chosen[name] = per_seed, valid
-        metrics[name] = {"columns": [list(c) for c in columns(loaded, wanted)], "primary": primary_metric(loaded, wanted),
-                         "sentiment": sorted(wanted)}
+        metrics[name] = {"columns": [list(c) for c in columns(loaded, wanted)],
+                         "primary": primary_metric(loaded, wanted), "sentiment": sorted(wanted)}
     if sentiment and not any(metrics[n]["sentiment"] for n in metrics):
         raise ValueError(f"sentiment: no data set has the regression target(s) {list(sentiment)}")
     unused = [m for m in methods or () if not any(m in chosen[n] for n in chosen)]

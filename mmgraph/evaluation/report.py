@@ -73,7 +73,8 @@ def markdown(summary: dict, meta: dict) -> str:
             lines += [f"## {title}", "",
                       f"Mean ± std over {runs} run(s), ranked by test {label}; Δ = paired difference in {label} to "
                       "the best method.", "",
-                      "| method | " + " | ".join(headers) + " | Δ vs best | params (fusion) | train s | infer samples/s |",
+                      "| method | " + " | ".join(headers)
+                      + " | Δ vs best | params (fusion) | train s | infer samples/s |",
                       "|---|" + "---|" * (len(headers) + 4)]
             for method, row in ranked(rows):
                 diff = row["paired_diff_to_best"]
@@ -123,8 +124,8 @@ def corruption_table(rows: dict, label: str = "accuracy", percent: bool = True) 
     lines = ["", "Robustness to corruption (MultiBench): one modality corrupted at levels 0.0, 0.1, ..., 1.0 (Gaussian "
              "noise of that std on z-scored features and images, that fraction of steps masked on sequences), the "
              f"others clean. Relative robustness = area under the {label}-vs-level curve{scale}; effective robustness "
-             f"= area between the curve and late fusion's shifted to the same clean {label} ({'x100, ' if percent else ''}"
-             "> 0 = degrades less than late fusion). Curves per level are in the JSON.", "",
+             f"= area between the curve and late fusion's shifted to the same clean {label} "
+             f"({'x100, ' if percent else ''}> 0 = degrades less than late fusion). Curves per level are in the JSON.", "",
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for method, row in sorted(scored.items(), key=lambda kv: -_number(kv[1]["relative_robustness"]["mean"])):
         cells = [method, _value(row["score"]["mean"], percent), _value(row["relative_robustness"]["mean"], percent)]
