@@ -157,9 +157,13 @@ def compare(data: Data | Sequence[Data] | None, methods: Sequence[str] | None = 
     if unused:
         raise ValueError(f"methods: {unused} apply to none of the data sets {list(chosen)} (e.g. unimodal:<m> needs "
                          "two modalities present in every sample; the frame methods image + spectrogram data)")
-    work = [Job(sources[name][seed], seed, method, dropout) for name in chosen for seed in plan.seeds
-            for method in chosen[name] for dropout in (0.0, plan.modality_dropout)
-            if dropout == 0.0 or plan.trains_with_modality_dropout(name, method)]
+    work = []
+    for name, names in chosen.items():
+        for seed in plan.seeds:
+            for method in names:
+                work.append(Job(sources[name][seed], seed, method, 0.0))
+                if plan.modality_dropout > 0 and plan.trains_with_modality_dropout(name, method):
+                    work.append(Job(sources[name][seed], seed, method, plan.modality_dropout))
     records = run_jobs(work, plan.budget, device, plan.drop_rates, jobs, threads, progress)
     meta = {
         "protocol": plan.name, "command": command or f"mmgraph.compare({[str(n) for n in chosen]}, ...)",
