@@ -24,6 +24,7 @@ from mmgraph.evaluation.scores import columns, primary_metric, sentiment_tasks
 from mmgraph.evaluation.summary import SUMMARISED, ranked, summarise
 from mmgraph.io import write_text
 from mmgraph.utils import resolve_device
+from mmgraph.viz import pyplot
 
 __all__ = ["Comparison", "compare"]
 
@@ -114,7 +115,7 @@ def compare(data: Data | Sequence[Data] | None, methods: Sequence[str] | None = 
             in ``full``).
         data_dir: folder with the field's benchmark files (mosi, mosei, avmnist; docs/data.md).
         device: ``"auto"`` = CUDA when available; threads: torch threads per worker (default 1 with ``jobs > 1``).
-        plots: write PNG plots with ``out``. update: re-run only these data sets and methods and replace their
+        plots: write PNG plots with ``out`` (needs matplotlib: ``pip install "mmgraph[viz]"``). update: re-run only these data sets and methods and replace their
             runs in ``out/compare_fusion.json`` (same protocol and seeds), keeping every other run.
         command: the command line recorded in the report (default: ``mmgraph.compare(...)``).
         progress: a tqdm bar over runs (None: tqdm's default).
@@ -138,6 +139,8 @@ def compare(data: Data | Sequence[Data] | None, methods: Sequence[str] | None = 
     items = list(plan.datasets) if data is None else [data] if isinstance(data, (str, MultiModalDataset)) \
         else list(data)
     previous = _previous_report(Path(out) if out is not None else None, plan) if update else None
+    if out is not None and plots:
+        pyplot()  # plots need matplotlib (mmgraph[viz]): say so before any training, not after
     device = resolve_device(device)
     sources, chosen, metrics = {}, {}, {}
     for item in items:

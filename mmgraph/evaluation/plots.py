@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mmgraph.evaluation.report import PRIMARY_LABELS
 from mmgraph.evaluation.summary import ranked
+from mmgraph.viz import pyplot
 
 __all__ = ["plots"]
 
@@ -13,11 +14,8 @@ __all__ = ["plots"]
 def plots(summary: dict, meta: dict, out: Path) -> list[str]:
     """Write PNGs into ``out`` (``accuracy_<dataset>.png``, ``robustness_<dataset>.png``,
     ``corruption_<dataset>.png``); returns their file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()  # an ImportError naming `pip install "mmgraph[viz]"` when matplotlib is absent
+    plt.switch_backend("agg")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -80,8 +78,6 @@ def plots(summary: dict, meta: dict, out: Path) -> list[str]:
 
 
 def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
     return path.name
