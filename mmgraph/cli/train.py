@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmgraph.data import registry
+from mmgraph.data.registry import BUILTIN_DATASETS
 from mmgraph.training.checks import OPTIMIZERS, SCHEDULERS
 from mmgraph.training.distributed import _finish_distributed
 from mmgraph.training.loop import FitResult, fit
 from mmgraph.training.prediction import evaluate
-from mmgraph.utils import check_choice as _check_choice
 from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import seed_everything
 
@@ -30,26 +31,15 @@ __all__ = ["DATASETS", "DEFAULTS", "load_dataset", "load_npz", "main"]
 logger = logging.getLogger("mmgraph.train")  # the name it had before the package split
 
 
-DATASETS = ("handwritten", "nutrimouse", "synthetic-interaction", "synthetic-temporal")
+DATASETS = BUILTIN_DATASETS  # the built-in names; --dataset takes any registered one (mmgraph.data.registry)
 
 
-def load_dataset(name: str, seed: int = 0, samples: int | None = None):
-    """The named benchmark dataset as a :class:`~mmgraph.data.MultiModalDataset` (``samples`` sizes the synthetic
-    ones)."""
-    _check_choice("dataset", name, DATASETS)
+def load_dataset(name: str, seed: int = 0, samples: int | None = None, data_dir: str | Path | None = None):
+    """The registered data set ``name`` as a :class:`~mmgraph.data.MultiModalDataset` (``samples`` sizes the
+    synthetic ones, ``data_dir`` holds the files of mosi, mosei and avmnist): :func:`mmgraph.data.load_dataset`."""
     if samples is not None:
         _check_int("samples", samples, 10)
-    from mmgraph import data
-    from mmgraph.data import synthetic
-
-    sizes = {} if samples is None else {"n": samples}
-    if name == "handwritten":
-        return data.load_handwritten()
-    if name == "nutrimouse":
-        return data.load_nutrimouse()
-    if name == "synthetic-interaction":
-        return synthetic.make_interaction(seed=seed, **sizes)
-    return synthetic.make_temporal(seed=seed, **sizes)
+    return registry.load_dataset(name, seed=seed, samples=samples, data_dir=data_dir)
 
 
 DEFAULTS: dict[str, Any] = {"epochs": 100, "patience": 15, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
@@ -105,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
                     "on validation, metrics on test. Writes DIR/checkpoint.pt, DIR/metrics.csv (per epoch) and "
                     "DIR/metrics.json (test metrics).")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=DATASETS)
+    source.add_argument("--dataset", choices=registry.available_datasets())
     source.add_argument("--data", type=Path, metavar="FILE.npz",
                         help="your data: one array per modality under its name, targets under 'label' (or "
                              "--targets), optional boolean '<modality>_mask' arrays [N]")
@@ -141,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="z-score float modalities with training statistics kept inside the model, so a "
                              "--save-model file takes raw arrays (default: on)")
     parser.add_argument("--samples", type=_number(int, 10), default=None, help="size of a synthetic dataset")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="folder with the files of --dataset mosi, mosei or avmnist (docs/data.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=_number(int, 1), default=1,
@@ -224,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         parser.error(f"--{'/--'.join(k.replace('_', '-') for k in gnn_options)}: GNN options need --fusion gnn, "
                      f"got --fusion {args.fusion}")
     try:
-        dataset = (load_dataset(args.dataset, seed=args.seed, samples=args.samples) if args.data is None
+        dataset = (load_dataset(args.dataset, seed=args.seed, samples=args.samples,
+                                data_dir=args.data_dir) if args.data is None
                    else load_npz(args.data, args.targets))
         parts = stratified_split(dataset, test_size=0.2, val_size=args.val_size, seed=args.seed)
         train, val, test = (dataset.subset(part) for part in parts)
