@@ -355,8 +355,8 @@ def test_resume_with_another_model_names_the_model_settings_not_torch_s_state_di
     path = tmp_path / "checkpoint.pt"
     train, val = _interrupted(xor, path)
     with pytest.raises(ValueError, match=r"was trained with other settings: architecture 'FusionModel, \d+ tensors, "
-                                         r"sha256 [0-9a-f]{16}' \(checkpoint\) != 'FusionModel, .*architecture shape "
-                                         r"the model's parameters"):
+                                         r"sha256 [0-9a-f]{16}' \(checkpoint\) != 'FusionModel, .*architecture shapes "
+                                         r"the model's parameters and cannot be overridden"):
         _fit(_model(fusion="late"), train, val, epochs=4, checkpoint=path, resume=True, override=("architecture",))
     dropped = _model()
     dropped.modality_dropout = 0.5  # a setting that changes training, not the parameters: may be overridden

@@ -96,12 +96,13 @@ def _resume_changes(path: Path, saved: Mapping[str, Any], config: Mapping[str, A
     fixed = [name for name in refused if name in _ARCHITECTURE]
     if fixed:
         raise ValueError(f"resume: {path} was trained with other settings: {_describe_changes(refused)}; "
-                         f"{', '.join(fixed)} shape the model's parameters, so the checkpoint cannot continue with "
-                         "them (they cannot be overridden): resume with the checkpoint's settings, or start a new "
-                         "run (resume=False; --overwrite on the command line)")
+                         f"{', '.join(fixed)} {'shape' if len(fixed) > 1 else 'shapes'} the model's parameters and "
+                         "cannot be overridden: resume with the checkpoint's settings, or start a new run "
+                         "(resume=False; --overwrite on the command line)")
     if refused:
         raise ValueError(f"resume: {path} was trained with other settings: {_describe_changes(refused)}; pass "
-                         f"override={tuple(refused)!r} to continue with this call's values, or start a new run")
+                         f"override={tuple(refused)!r} to continue with this call's values, or start a new run (on "
+                         "the command line: rerun with the checkpoint's settings, or --overwrite)")
     return changed
 
 
