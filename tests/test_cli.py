@@ -307,7 +307,8 @@ def trained_run(tmp_path_factory):
     ({"--modality-dropout": "0.5", "--epochs": "2"}, "modality_dropout 0.2 (checkpoint) != 0.5 (now)"),
     ({"--dim": "32"}, "dim 16 (checkpoint) != 32 (now)"),
     ({"--fusion": "concat", "--conv": None, "--layers": None}, "fusion 'gnn' (checkpoint) != 'concat' (now)"),
-    ({"--layers": "2"}, "fusion_kwargs {'conv': 'gcn', 'layers': 1} (checkpoint) != {'conv': 'gcn', 'layers': 2}"),
+    ({"--layers": "2", "--heads": "2"}, "fusion_kwargs['layers'] 1 (checkpoint) != 2 (now), "
+                                        "fusion_kwargs['heads'] <not set> (checkpoint) != 2 (now)"),
     ({"--no-standardize": ""}, "standardized ['a', 'b'] (checkpoint) != [] (now)"),
     ({"--data": "other.npz"}, "train_data '153 samples, sha256 "),
 ])

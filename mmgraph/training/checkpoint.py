@@ -133,7 +133,30 @@ def _model_settings(model: nn.Module) -> dict[str, Any]:
 
 
 def _describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{name} {old!r} (checkpoint) != {new!r} (now)" for name, (old, new) in changes.items())
+    """``"lr 0.01 (checkpoint) != 0.001 (now), encoders['a']['in_dim'] 5 (checkpoint) != 6 (now)"``: dicts down to
+    the entries that differ, long values cut short."""
+    return ", ".join(f"{where} {_short(old)} (checkpoint) != {_short(new)} (now)"
+                     for name, (saved, now) in changes.items() for where, old, new in _differences(name, saved, now))
+
+
+class _NotSet:
+    def __repr__(self) -> str:
+        return "<not set>"
+
+
+def _differences(where: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """``[(where, old, new)]`` of the entries in which two settings differ (nested dicts by key)."""
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return [(where, old, new)]
+    missing = _NotSet()
+    keys = [*old, *(key for key in new if key not in old)]
+    return [difference for key in keys if old.get(key, missing) != new.get(key, missing)
+            for difference in _differences(f"{where}[{key!r}]", old.get(key, missing), new.get(key, missing))]
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]} ...{text[-1]}"
 
 
 def _apply_optimizer_settings(opt: torch.optim.Optimizer, lr_scheduler, config: Mapping[str, Any], new_lr: bool,
