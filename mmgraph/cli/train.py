@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -74,7 +73,7 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
         raise ValueError(f"--data: no such file {str(path)!r}")
     try:
         arrays = dict(np.load(path, allow_pickle=False))
-    except Exception as error:  # noqa: BLE001 - truncated or bit-flipped zips fail in many ways (BadZipFile, EOFError, ...)
+    except Exception as error:  # noqa: BLE001 - a damaged zip fails in many ways (BadZipFile, EOFError, ...)
         reason = str(error).splitlines()[0] if str(error) else ""
         raise ValueError(f"--data: {str(path)!r} is not a readable .npz file (truncated, corrupt, or not written by "
                          f"numpy.savez: {type(error).__name__}: {reason})") from None
@@ -349,7 +348,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, o
 
 def _report(args: argparse.Namespace, name: str, out: Path, model: nn.Module, result: FitResult, parts: tuple,
             started: float) -> dict[str, Any]:
-    """Rank 0's end of the CLI: test metrics, ``--save-model``, ``metrics.json`` and the summary line."""
+    """Rank 0's end of the CLI: test metrics, ``metrics.json``, ``--save-model`` (after it, so a model that cannot
+    be written leaves the results behind) and the summary line."""
     train, val, test = parts
     test_metrics = evaluate(model, test, device=args.device)
     report = {
