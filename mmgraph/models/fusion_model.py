@@ -172,22 +172,28 @@ class FusionModel(nn.Module):
         return {**config, "input_stats": {name: list(scaler.mean.shape) for name, scaler in self.scalers.items()}}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model to one self-describing, checksummed file (atomic; see :mod:`mmgraph.io`).
+        """Write the model to one self-describing safetensors file (atomic, SHA-256 of its content recorded; see
+        :mod:`mmgraph.models.serialization`).
 
-        The file holds the constructor config (encoder specs with vocabularies and input widths, fusion name and
-        kwargs, tasks, dims, class names), the weights and preprocessing buffers, and the mmgraph / torch versions.
-        Read it back with :meth:`load`, with no data at hand. Returns the path written.
+        The file holds the weights and preprocessing buffers as tensors (int8 layers of :func:`~mmgraph.models.
+        quantize_int8` or ``quantize_dynamic`` as int8 weights + per-channel scales) and, as metadata, the
+        constructor config (encoder specs with vocabularies and input widths, fusion name and kwargs, tasks, dims,
+        class names) as JSON and the mmgraph / torch versions. ``safetensors.safe_open(path, "pt")`` reads it
+        without executing anything; :meth:`load` rebuilds the model with no data at hand. Returns the path written.
         """
         return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> FusionModel:
-        """Rebuild a model written by :meth:`save` (in eval mode), reading it with ``weights_only=True``.
-        ``model.versions`` holds the mmgraph and torch versions that wrote the file.
+        """Rebuild a model written by :meth:`save` (in eval mode); also reads the files of mmgraph 0.1.0 (format 1,
+        a checksummed ``torch.save`` envelope, read with ``weights_only=True``). ``model.versions`` holds the
+        versions of the writer.
 
         Raises:
             FileNotFoundError: no file at ``path``.
             mmgraph.io.CorruptFileError: the file is corrupt, truncated or not an mmgraph model (names the path).
+            mmgraph.io.IncompatibleFileError: written by a newer mmgraph (a later format, a config key this
+                version does not know), or its config and weights disagree (names the path and what differs).
         """
         return load_model(cls, path, map_location)
 
