@@ -455,6 +455,47 @@ def test_int8_dynamic_quantisation_and_magnitude_pruning_keep_the_outputs_close(
     assert not torch.equal(pruned(inputs)["label"], eager)  # the pruned weights are the ones the model uses
 
 
+def test_int8_model_saves_loads_and_predicts_with_int8_weights_in_the_file(exported, tmp_path):
+    from safetensors import safe_open
+
+    from mmgraph.models import Int8Linear, quantize_int8
+
+    model, inputs = exported
+    quantized = quantize_int8(model)
+    assert not any(isinstance(m, nn.Linear) for m in quantized.modules())
+    assert any(isinstance(m, nn.Linear) for m in model.modules())  # a copy: the float model is untouched
+    eager = model(inputs)["label"]
+    assert 0 < (quantized(inputs)["label"] - eager).abs().max() < 0.05
+    path = quantized.save(tmp_path / "int8.mmgraph")
+    with safe_open(str(path), "pt") as handle:
+        layers = json.loads(handle.metadata()["quantization"])["int8_weight_per_channel"]
+        assert layers and all(handle.get_tensor(f"{layer}.weight").dtype == torch.int8 for layer in layers)
+    loaded = FusionModel.load(path)
+    assert sorted(name for name, m in loaded.named_modules() if isinstance(m, Int8Linear)) == sorted(layers)
+    assert torch.equal(loaded(inputs)["label"], quantized(inputs)["label"])
+    assert np.array_equal(predict(loaded, inputs)["label"], predict(quantized, inputs)["label"])
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning",
+                            "ignore:torch.quantize_per_tensor:UserWarning")
+def test_model_quantised_by_torch_ao_quantize_dynamic_saves_and_loads(exported, tmp_path):
+    # .save() used to crash: AttributeError: 'torch.dtype' object has no attribute 'detach'
+    import copy
+
+    model, inputs = exported
+    dynamic = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    loaded = FusionModel.load(dynamic.save(tmp_path / "dynamic.mmgraph"))
+    layers = [(name, m) for name, m in dynamic.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert layers
+    for name, module in layers:  # the same int8 weights, as weight-only int8 layers
+        weight = module.weight()
+        assert torch.equal(loaded.get_submodule(name).weight, weight.int_repr())
+        assert torch.allclose(loaded.get_submodule(name).dequantized(), weight.dequantize())
+    # float activations instead of dynamically quantised ones: close to both the int8 and the float model
+    assert (loaded(inputs)["label"] - dynamic(inputs)["label"]).abs().max() < 0.05
+    assert (loaded(inputs)["label"] - model(inputs)["label"]).abs().max() < 0.05
+
+
 def test_cli_explain_writes_one_png_per_test_sample(tmp_path):
     from mmgraph.train import main
 
