@@ -1,7 +1,8 @@
 """Checksummed, atomic files for checkpoints and saved models.
 
 Training checkpoints (and the model files of mmgraph's model format 1; model files are now safetensors, see
-:mod:`mmgraph.models.serialization`) have the same envelope, a plain ``torch.save`` dict that ``torch.load(path, weights_only=True)`` reads:
+:mod:`mmgraph.models.serialization`) have the same envelope, a plain ``torch.save`` dict that
+``torch.load(path, weights_only=True)`` reads:
 
 ``{"mmgraph_file": FORMAT, "kind": "checkpoint" | "model", "sha256": hex digest, "payload": UInt8Tensor[n]}``
 
@@ -11,8 +12,8 @@ is what catches corruption: PyTorch's zip reader does not verify its CRCs, so wi
 payload (again with ``weights_only=True``), and every failure is a :class:`CorruptFileError` naming the path.
 
 Writes are atomic (:func:`write_atomic`, also used for the safetensors model files): a temporary file in the same
-directory, ``fsync``, ``os.replace``, then an ``fsync`` of the directory; a crash leaves the previous file or the new one, never a torn one. Temporary files left by killed
-writers of the same file (``<name>.tmp<pid>`` of a process that no longer runs) are removed on the next write.
+directory, ``fsync``, ``os.replace``, then an ``fsync`` of the directory; a crash leaves the previous file or the new
+one, never a torn one. Temporary files left by killed writers of the same file (``<name>.tmp<pid>`` of a process that no longer runs) are removed on the next write.
 """
 
 from __future__ import annotations
