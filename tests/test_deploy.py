@@ -420,17 +420,24 @@ def test_torch_export_matches_eager_with_a_dynamic_batch(exported):
 
 
 @pytest.mark.dynamo
-def test_onnx_runtime_matches_eager(exported, tmp_path):
+def test_onnx_runtime_matches_eager_with_outputs_named_by_task_and_class_names_in_the_metadata(exported, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="optional extra 'export' (onnx, onnxscript, onnxruntime)")
     pytest.importorskip("onnxscript")
+    from mmgraph.models import export_onnx
+
     model, inputs = exported
-    program = torch.onnx.export(model, (), kwargs={"inputs": inputs}, dynamo=True, verbose=False)
-    program.save(str(tmp_path / "model.onnx"))
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    names = [node.name for node in session.get_inputs()]
-    assert names == ["inputs_a", "inputs_b"]
-    (logits,) = session.run(None, {f"inputs_{m}": inputs[m].numpy() for m in ("a", "b")})
-    assert np.allclose(logits, model(inputs)["label"].detach().numpy(), atol=1e-5, rtol=0)
+    model.class_names = {"label": ["low", "high"]}  # as a model trained on named classes carries them
+    path = export_onnx(model, tmp_path / "model.onnx", {"b": inputs["b"], "a": inputs["a"]})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [node.name for node in session.get_inputs()] == ["inputs_a", "inputs_b"]
+    assert [node.name for node in session.get_outputs()] == ["label"]  # was "linear_11"
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["mmgraph.class_names"]) == {"label": ["low", "high"]}
+    assert json.loads(metadata["mmgraph.tasks"]) == {"label": 2}
+    assert json.loads(metadata["mmgraph.modalities"]) == ["a", "b"]
+    for data in (inputs, {name: x[:5] for name, x in inputs.items()}):
+        (logits,) = session.run(["label"], {f"inputs_{m}": data[m].numpy() for m in ("a", "b")})
+        assert np.allclose(logits, model(data)["label"].detach().numpy(), atol=1e-5, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning",
