@@ -323,6 +323,27 @@ def test_standardize_statistics_ignore_nan_placeholders_of_masked_entries():
     assert all(torch.equal(clean[m][i], placeholders[m][i]) for m in clean for i in (0, 1))
 
 
+def test_one_sample_predict_gives_the_direct_calls_outputs_with_or_without_a_mask(tmp_path):
+    # predict's fast path (no .to()/.eval() walk on a model already there, no mask when nothing is masked) must not
+    # change a result or skip the mask
+    features, y, _ = _toy()
+    built = FusionModel.from_dataset(MultiModalDataset(features, y), "gnn", dim=8, seed=0, standardize=True)
+    model = FusionModel.load(built.save(tmp_path / "m.mmgraph"))
+    one = {"b": features["b"][:1], "a": features["a"][:1]}
+    tensors = {name: torch.from_numpy(x) for name, x in one.items()}
+    with torch.no_grad():
+        direct = model(tensors)["label"]
+        direct_masked = model(tensors, {"b": torch.tensor([False])})["label"]
+    assert torch.allclose(predict(model, one, logits=True)["label"], direct, atol=1e-6, rtol=0)
+    masked = predict(model, one, logits=True, mask={"b": np.array([False])})["label"]
+    assert torch.equal(masked, direct_masked) and not torch.allclose(masked, direct)
+    model.train()
+    assert torch.allclose(predict(model, one, logits=True)["label"], direct, atol=1e-6, rtol=0)  # eval mode
+    assert model.training  # and put back
+    with pytest.raises(ValueError, match=r"inputs\['a'\]: expected shape \[B, 4\]"):
+        predict(model, {"a": features["a"][:1, :3], "b": one["b"]})
+
+
 def test_predict_gives_probabilities_logits_and_regression_values():
     features, y, _ = _toy()
     target = features["a"][:, 1] * 2.0

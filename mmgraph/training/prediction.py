@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,18 +58,26 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
                         f"{type(data).__name__}{hint}")
     _check_modalities("data", data.modalities, raw_model)
     device = resolve_device(device)
-    raw_model.to(device)
+    # one-sample fast path: walking every submodule for .to() / .eval() costs more than the forward of one sample,
+    # so a model already on `device` (judged by its first tensor: .to() moves all of them) and in eval mode is left
+    first = next(itertools.chain(raw_model.parameters(), raw_model.buffers()), None)
+    if first is None or first.device != device:
+        raw_model.to(device)
     was_training = raw_model.training
-    raw_model.eval()
+    if was_training:
+        raw_model.eval()
     chunks: dict[str, list[Tensor]] = {task: [] for task in tasks}
     try:
         for start in range(0, len(data), batch_size):
             batch = data[torch.arange(start, min(start + batch_size, len(data)))].to(device, non_blocking=True)
-            outputs = raw_model(batch.inputs, batch.named_mask, batch.step_mask)
+            # nothing masked: no mask, so the fusion takes its sample-independent path (the same outputs)
+            mask_by_name = None if bool(batch.mask.all()) else batch.named_mask
+            outputs = raw_model(batch.inputs, mask_by_name, batch.step_mask)
             for task in tasks:
                 chunks[task].append(outputs[task].float().cpu())
     finally:
-        raw_model.train(was_training)
+        if was_training:
+            raw_model.train()
     results = {task: torch.cat(parts) for task, parts in chunks.items()}
     if logits:
         return results
