@@ -106,10 +106,9 @@ def check_mask(mask: Tensor | Mapping[str, Tensor] | None, modalities: Iterable[
                 raise ValueError(f"mask[{name!r}]: expected BoolTensor of shape ({batch},), got {describe(value)}")
         full = torch.ones(batch, dtype=torch.bool, device=device)
         return torch.stack([mask[name].to(device) if name in mask else full for name in names], dim=1)
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"mask: expected a BoolTensor [B, M] or a dict of BoolTensor [B], got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask: expected dtype torch.bool (True = present), got {mask.dtype}")
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask: expected a BoolTensor [B, M] (dtype torch.bool, True = present) or a dict "
+                        f"{{modality: BoolTensor[B]}}, got {describe(mask)}")
     if tuple(mask.shape) != (batch, len(names)):
         raise ValueError(f"mask: expected shape ({batch}, {len(names)}) = [B, M] in the order {names}, got "
                          f"{tuple(mask.shape)}")

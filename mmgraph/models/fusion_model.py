@@ -361,9 +361,6 @@ class FusionModel(nn.Module):
         """The mask as ``BoolTensor[B, M]`` in ``self.modalities`` order. A dict is matched by name; a positional
         mask is read in model order and refused when ``inputs`` come in another order (unless nothing is
         masked, where order cannot matter)."""
-        if not isinstance(mask, Mapping) and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
-            raise TypeError(f"mask: expected a BoolTensor [B, M] (True = present) or a dict {{modality: "
-                            f"BoolTensor[B]}}, got {_describe(mask)}")
         checked = check_mask(mask, self.modalities, batch, device)
         if isinstance(mask, Mapping):
             return checked
