@@ -133,8 +133,13 @@ def _tensors(model: FusionModel) -> tuple[dict[str, Tensor], list[str]]:
             tensors[f"{name}.bias"] = bias
     owned = tuple(f"{name}." for name in int8_layers)
     for key, value in model.state_dict().items():
-        if not key.startswith(owned):
-            tensors[key] = value
+        if key.startswith(owned):
+            continue
+        if type(value) not in (Tensor, torch.nn.Parameter):  # packed params, tensor subclasses of other schemes
+            raise TypeError(f"model: state_dict[{key!r}] is a {type(value).__name__}, which a model file cannot "
+                            "store; of quantised layers it stores int8 nn.Linear weights (quantize_int8, "
+                            "torch.ao quantize_dynamic of nn.Linear, torchao Int8WeightOnlyConfig) only")
+        tensors[key] = value
     return {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}, int8_layers
 
 
@@ -150,7 +155,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], li
                                        "corrupt")
             _check_version(path, metadata.get("format_version"))
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         if isinstance(error, (CorruptFileError, IncompatibleFileError)):
             raise
         first = str(error).splitlines()[0] if str(error) else ""

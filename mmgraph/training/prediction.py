@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,8 +58,8 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     _check_modalities("data", data.modalities, raw_model)
     device = resolve_device(device)
     # one-sample fast path: walking every submodule for .to() / .eval() costs more than the forward of one sample,
-    # so a model already on `device` (judged by its first tensor: .to() moves all of them) and in eval mode is left
-    first = next(itertools.chain(raw_model.parameters(), raw_model.buffers()), None)
+    # so a model already on `device` (judged by its first parameter: .to() moves all) and in eval mode is left as is
+    first = next(raw_model.parameters(), None)
     if first is None or first.device != device:
         raw_model.to(device)
     was_training = raw_model.training
@@ -69,7 +68,8 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     chunks: dict[str, list[Tensor]] = {task: [] for task in tasks}
     try:
         for start in range(0, len(data), batch_size):
-            batch = data[torch.arange(start, min(start + batch_size, len(data)))].to(device, non_blocking=True)
+            rows = None if len(data) <= batch_size else torch.arange(start, min(start + batch_size, len(data)))
+            batch = _batch(data, rows).to(device, non_blocking=True)
             # nothing masked: no mask, so the fusion takes its sample-independent path (the same outputs)
             mask_by_name = None if bool(batch.mask.all()) else batch.named_mask
             outputs = raw_model(batch.inputs, mask_by_name, batch.step_mask)
@@ -143,6 +143,16 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
                          f"are {model_names}")
     to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
     return to_model[targets]
+
+
+def _batch(data, rows: Tensor | None):
+    """The samples ``rows`` of ``data`` as a batch; all of them (``rows=None``) without a gather (the stored tensors:
+    one-sample predict pays for no copy)."""
+    from mmgraph.data import MultiModalBatch
+
+    if rows is not None:
+        return data[rows]
+    return MultiModalBatch(data.features, data.mask, {}, data.step_mask)
 
 
 def _check_modalities(arg: str, modalities: list[str], model: nn.Module) -> None:
