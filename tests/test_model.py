@@ -195,8 +195,8 @@ def test_one_masked_softmax_gives_zeros_on_an_all_masked_row_with_finite_gradien
     assert torch.isfinite(scores.grad).all()
 
 
-def test_fusion_model_reads_what_a_fusion_supports_from_its_class_not_its_name():
-    from mmgraph.fusion import FusionBase, available_fusions, fusion_class, register_fusion
+def test_fusion_model_reads_what_a_fusion_supports_from_its_class_not_its_name(monkeypatch):
+    from mmgraph.fusion import FusionBase, available_fusions, base, fusion_class
 
     for name in available_fusions():
         cls = fusion_class(name)
@@ -204,7 +204,6 @@ def test_fusion_model_reads_what_a_fusion_supports_from_its_class_not_its_name()
         assert all(isinstance(flag, bool) for flag in flags), name
     assert fusion_class("gnn").supports_explain and not fusion_class("concat").supports_explain
 
-    @register_fusion("test-explaining-mean")
     class ExplainingMean(FusionBase):
         supports_explain = True
         uses_modality_names = True
@@ -219,6 +218,7 @@ def test_fusion_model_reads_what_a_fusion_supports_from_its_class_not_its_name()
         def explain(self, nodes, mask=None, step_mask=None):
             return {"node_type": torch.arange(nodes.shape[1]), "mean": nodes.mean(1)}
 
+    monkeypatch.setitem(base._REGISTRY, "test-explaining-mean", ExplainingMean)  # registered for this test only
     model = FusionModel(_encoders(), "test-explaining-mean", {"label": 2}, dim=DIM)
     assert model.fusion.names == ["text", "image", "audio"]
     explanation = model.explain(_inputs(3))
