@@ -173,11 +173,11 @@ class FusionModel(nn.Module):
         """Write the model to one self-describing safetensors file (atomic, SHA-256 of its content recorded; see
         :mod:`mmgraph.models.serialization`).
 
-        The file holds the weights and preprocessing buffers as tensors (int8 layers of :func:`~mmgraph.models.
-        quantize_int8` or ``quantize_dynamic`` as int8 weights + per-channel scales) and, as metadata, the
-        constructor config (encoder specs with vocabularies and input widths, fusion name and kwargs, tasks, dims,
-        class names) as JSON and the mmgraph / torch versions. ``safetensors.safe_open(path, "pt")`` reads it
-        without executing anything; :meth:`load` rebuilds the model with no data at hand. Returns the path written.
+        The file holds the weights and preprocessing buffers as tensors (int8 layers, of
+        :func:`~mmgraph.models.quantize_int8` or ``quantize_dynamic``, as int8 weights + per-channel scales) and, as
+        metadata, the constructor config (encoder specs with vocabularies and input widths, fusion name and kwargs,
+        tasks, dims, class names) as JSON and the mmgraph / torch / safetensors versions.
+        ``safetensors.safe_open(path, "pt")`` reads it without executing anything; :meth:`load` rebuilds the model with no data at hand. Returns the path written.
         """
         return save_model(self, path)
 
