@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmgraph.data import MultiModalBatch, MultiModalDataset
 from mmgraph.encoders import available_encoders, build_encoder, register_encoder
+from mmgraph.evaluation import Comparison, compare
 from mmgraph.fusion import available_fusions, build_fusion, register_fusion
 from mmgraph.models import FusionModel
 from mmgraph.training import FitResult, evaluate, fit, predict
@@ -34,6 +35,7 @@ _LAZY = {"MultiModalGNN": "mmgraph.gnn", "explanation_to_networkx": "mmgraph.gnn
          "ModalityGraph": "mmgraph.graph"}
 
 __all__ = [
+    "Comparison",
     "FitResult",
     "FusionModel",
     "GraphLayout",
@@ -45,6 +47,7 @@ __all__ = [
     "available_fusions",
     "build_encoder",
     "build_fusion",
+    "compare",
     "evaluate",
     "explanation_to_networkx",
     "fit",

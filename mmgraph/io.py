@@ -11,9 +11,10 @@ is what catches corruption: PyTorch's zip reader does not verify its CRCs, so wi
 ``.pt`` file load silently with changed tensors. :func:`load_file` verifies the digest before it deserialises the
 payload (again with ``weights_only=True``), and every failure is a :class:`CorruptFileError` naming the path.
 
-Writes are atomic (:func:`write_atomic`, also used for the safetensors model files): a temporary file in the same
-directory, ``fsync``, ``os.replace``, then an ``fsync`` of the directory; a crash leaves the previous file or the new
-one, never a torn one. Temporary files left by killed writers of the same file (``<name>.tmp<pid>`` of a process that no longer runs) are removed on the next write.
+Writes are atomic (:func:`save_file`; :func:`write_atomic` for the safetensors model files and ONNX exports;
+:func:`write_text` for reports): a temporary file in the same directory, ``fsync``, ``os.replace``, then an ``fsync``
+of the directory; a crash leaves the previous file or the new one, never a torn one. Temporary files left by killed
+writers of the same file (``<name>.tmp<pid>`` of a process that no longer runs) are removed on the next write.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -60,22 +61,29 @@ def save_file(path: str | os.PathLike, payload: Mapping[str, Any], kind: str) ->
     data = buffer.getbuffer()
     envelope = {"mmgraph_file": FORMAT, "kind": kind, "sha256": hashlib.sha256(data).hexdigest(),
                 "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
-    envelope_bytes = io.BytesIO()
-    torch.save(envelope, envelope_bytes)
-    return write_atomic(path, envelope_bytes.getbuffer())
+    return _write_atomically(Path(path), lambda handle: torch.save(envelope, handle))
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same directory (``<name>.tmp<pid>``),
-    ``fsync``, ``os.replace``, then an ``fsync`` of the directory. Parent directories are created; temporaries
-    left by killed writers of the same file are removed first. Returns the path written."""
-    path = Path(path)
+    """Write ``data`` atomically to ``path`` (the safetensors model files, ONNX exports); parent directories are
+    created. Returns the path written."""
+    return _write_atomically(Path(path), lambda handle: handle.write(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically to ``path`` (reports, CSV); parent directories are created."""
+    return _write_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(handle)`` into a temporary file beside ``path`` (``<name>.tmp<pid>``), ``fsync``, ``os.replace``,
+    ``fsync`` the folder. Parent directories are created; temporaries left by killed writers are removed first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         with open(temporary, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
