@@ -7,8 +7,9 @@ readout pools it into one fused representation.
 >>> gnn = MultiModalGNN({"text": 300, "image": 512}, hidden=64, conv="gat")
 
 ``import mmgraph`` does not import torch-geometric, networkx or matplotlib: the GNN (:mod:`mmgraph.gnn`, PyG), the
-graph description (:mod:`mmgraph.graph`, networkx) and the plots (:mod:`mmgraph.viz`) are imported when first used
-(``mmgraph.MultiModalGNN``, building a ``"gnn"`` fusion, ``model.explain``), which keeps the import fast.
+graph description (:mod:`mmgraph.graph`, networkx), the comparison (:mod:`mmgraph.evaluation`) and the plots
+(:mod:`mmgraph.viz`) are imported when first used (``mmgraph.MultiModalGNN``, ``mmgraph.compare``, building a
+``"gnn"`` fusion, ``model.explain``), which keeps the import fast.
 """
 
 from __future__ import annotations
@@ -18,21 +19,22 @@ from typing import TYPE_CHECKING, Any
 
 from mmgraph.data import MultiModalBatch, MultiModalDataset
 from mmgraph.encoders import available_encoders, build_encoder, register_encoder
-from mmgraph.evaluation import Comparison, compare
 from mmgraph.fusion import available_fusions, build_fusion, register_fusion
 from mmgraph.models import FusionModel
 from mmgraph.training import FitResult, evaluate, fit, predict
 from mmgraph.utils import resolve_device, seed_everything
 
 if TYPE_CHECKING:
+    from mmgraph.evaluation import Comparison, compare
     from mmgraph.gnn import MultiModalGNN, explanation_to_networkx
     from mmgraph.graph import GraphLayout, ModalityGraph
 
 __version__ = "0.1.0"
 
-# public names whose modules import heavy dependencies (torch-geometric, networkx): imported on first access
+# public names whose modules import heavy dependencies (torch-geometric, networkx, the comparison's plots):
+# imported on first access
 _LAZY = {"MultiModalGNN": "mmgraph.gnn", "explanation_to_networkx": "mmgraph.gnn", "GraphLayout": "mmgraph.graph",
-         "ModalityGraph": "mmgraph.graph"}
+         "ModalityGraph": "mmgraph.graph", "Comparison": "mmgraph.evaluation", "compare": "mmgraph.evaluation"}
 
 __all__ = [
     "Comparison",

@@ -28,6 +28,6 @@ def test_import_mmgraph_leaves_pyg_networkx_and_matplotlib_out_until_used():
         "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n"
         "from mmgraph import MultiModalGNN, ModalityGraph\n"
         "assert 'torch_geometric' in sys.modules and MultiModalGNN.__module__ == 'mmgraph.gnn.model'\n"
-        "assert 'MultiModalGNN' in dir(mmgraph)\n")
+        "assert 'MultiModalGNN' in dir(mmgraph) and callable(mmgraph.compare)\n")
     completed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
