@@ -65,7 +65,7 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     # one-sample fast path: walking every submodule for .to() / .eval() costs more than the forward of one sample,
     # so a model already on `device` (judged by its first parameter: .to() moves all) and in eval mode is left as is
     first = next(raw_model.parameters(), None)
-    if first is None or first.device != device:
+    if first is None or first.device != _indexed(device):
         raw_model.to(device)
     was_training = raw_model.training
     if was_training:
@@ -151,6 +151,13 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
                          f"are {model_names}")
     to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
     return to_model[targets]
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``device`` as a tensor on it reports it: ``"cuda"`` (no index) is the current CUDA device ``cuda:N``."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _batch(data, rows: Tensor | None):
