@@ -185,7 +185,8 @@ class FusionModel(nn.Module):
         :func:`~mmgraph.models.quantize_int8` or ``quantize_dynamic``, as int8 weights + per-channel scales) and, as
         metadata, the constructor config (encoder specs with vocabularies and input widths, fusion name and kwargs,
         tasks, dims, class names) as JSON and the mmgraph / torch / safetensors versions.
-        ``safetensors.safe_open(path, "pt")`` reads it without executing anything; :meth:`load` rebuilds the model with no data at hand. Returns the path written.
+        ``safetensors.safe_open(path, "pt")`` reads it without executing anything; :meth:`load` rebuilds the model
+        with no data at hand. Returns the path written.
         """
         return save_model(self, path)
 
