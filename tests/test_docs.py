@@ -3,14 +3,15 @@
 **Python blocks** (```python, also indented inside a list item) are each written to a script and run in a fresh
 process, in a temporary working directory, with ``MPLBACKEND=Agg``, ``HF_HUB_OFFLINE=1`` and one thread; the test
 asserts exit status 0 and names the block's file and first line. A block therefore defines everything it uses: no
-names from an earlier block. Importing torch and mmgraph costs ~3 s of CPU, more than most blocks, so the fresh
-processes are forks of one *zygote* per test worker: a ``python`` subprocess that has imported ``mmgraph`` (and
-nothing else of the test's) and forks once per block; the child changes into the block's folder, sends its output
-to a file and runs the script with ``runpy.run_path(..., run_name="__main__")`` in fresh globals, then exits as a
-script does (garbage collected, atexit handlers run, buffers flushed; only the interpreter's teardown of torch's
-modules, 1.5 s of CPU, is skipped). A block that forgets an import still fails with ``NameError``.
-Blocks keep their data sets small (handwritten's 2000 samples, synthetic generators) and their training short where
-the point is not accuracy, so that the whole file stays fast.
+names from an earlier block. Importing torch, torch-geometric and scikit-learn costs ~3 s of CPU, more than most
+blocks, so the fresh processes are forks of one *zygote* per test worker: a ``python`` subprocess that has imported
+``mmgraph`` and the third-party libraries its lazily imported parts use (torch-geometric, networkx, scikit-learn),
+nothing of the test's, and forks once per block. The child changes into the block's folder, sends its output to a
+file, runs the script with ``runpy.run_path(..., run_name="__main__")`` in fresh globals and exits as a script does
+(garbage collected, atexit handlers run, buffers flushed; only the interpreter's teardown of torch's modules, 1.5 s
+of CPU, is skipped). A block that forgets an import still fails with ``NameError``. Blocks keep their data sets
+small (handwritten's 2000 samples, synthetic generators) and their training short where the point is not accuracy:
+the whole file takes ~50 s of CPU.
 
 Two HTML comments on the line right before a block's fence change how it runs; use them sparingly:
 
@@ -24,13 +25,13 @@ Two HTML comments on the line right before a block's fence change how it runs; u
 
 **Shell blocks** (```bash) are not run as a whole: most of them are long jobs (``bash scripts/main.sh``, full
 training runs, ``torchrun``) or need the user's files (``--data mine.npz``). Instead every command line of the form
-``python -m mmgraph[.module] ARGS`` or ``mmgraph ARGS`` is checked to *parse*: it runs in a subprocess with
+``python -m mmgraph[.module] ARGS`` or ``mmgraph ARGS`` is checked to *parse*: it runs (in the zygote too) with
 ``argparse.ArgumentParser.parse_args`` patched to stop with exit status 0 right after the first successful parse
 (a dispatcher's parse, one with an ``argparse.REMAINDER`` argument like ``mmgraph COMMAND ...``, goes on to the
-command's own parser), so unknown options, bad choices and values the option types reject fail here, before any data is loaded (checks
-the command runs after parsing, e.g. ``--heads`` dividing ``--dim``, are tests/test_cli.py's). These run in the
-zygote too. A shell block preceded by ``<!-- run -->`` is cheap and safe, and is run whole with ``bash -e`` in a
-subprocess (the venv's ``python`` first on ``PATH``).
+command's own parser), so unknown options, bad choices and values the option types reject fail here, before any
+data is loaded (checks the command makes after parsing, e.g. ``--heads`` dividing ``--dim``, are
+tests/test_cli.py's). A shell block preceded by ``<!-- run -->`` is cheap and safe, and is run whole with
+``bash -e`` in a subprocess (the venv's ``python`` first on ``PATH``).
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def _run(argv: list[str], cwd: Path, what: str) -> None:
 ZYGOTE = """\
 import atexit, gc, json, os, runpy, sys, time, traceback
 
-import mmgraph  # noqa: F401  (imported once; every block runs in a fork of this interpreter)
+# imported once; every block runs in a fork of this interpreter. mmgraph's own heavy modules stay unimported (its
+# lazy imports run in each block as in a fresh script); only the third-party libraries behind them are preloaded
+import mmgraph, networkx, sklearn.model_selection, torch_geometric.nn  # noqa: F401,E401
 
 gc.freeze()  # the children's collections skip these objects (and do not copy their pages)
 
@@ -263,10 +266,10 @@ def run_python_block(block: Block, cache: Path, zygote: Zygote) -> Path:
         if block.previous is not None:
             try:
                 source = run_python_block(block.previous, cache, zygote)
-            except pytest.fail.Exception:
-                message = f"{block.where}: the block it runs after, {block.previous.where}, failed"
+            except pytest.fail.Exception as error:
+                message = f"{block.where}: the block it runs after, {block.previous.where}, failed:\n{error}"
                 failed.write_text(message)
-                raise
+                pytest.fail(message, pytrace=False)
             shutil.copytree(source, workdir)
         else:
             workdir.mkdir()
