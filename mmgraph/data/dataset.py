@@ -1,8 +1,11 @@
-"""In-memory multimodal datasets with masks, vectorised batching, stratified splits and standardisation.
+"""Multimodal datasets with masks, vectorised batching, stratified splits and standardisation.
 
-A :class:`MultiModalDataset` holds one tensor per modality (``[N, ...]``), one target tensor per task (``[N]``), a
-presence mask ``[N, M]`` and optional per-step masks for padded sequences. Indexing with a batch of indices gathers
-every tensor at once (``dataset[LongTensor[B]] -> MultiModalBatch``): no per-sample collation.
+A :class:`MultiModalDataset` holds one tensor per modality (``[N, ...]``, in memory or memory-mapped from an
+``.npz``), one target tensor per task (``[N]``), a presence mask ``[N, M]`` and optional per-step masks for padded
+sequences. Indexing with a batch of indices gathers every tensor at once (``dataset[LongTensor[B]] ->
+MultiModalBatch``): no per-sample collation. It is a ``torch.utils.data.Dataset`` whose ``__getitems__`` serves a
+whole batch, so a ``DataLoader`` with a ``batch_sampler`` and :func:`collate_batch` gathers one batch per call, also
+in worker processes.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MultiModalBatch", "MultiModalDataset", "standardization_stats", "standardize", "stratified_split"]
+__all__ = ["MultiModalBatch", "MultiModalDataset", "collate_batch", "standardization_stats", "standardize",
+           "stratified_split"]
 
 ArrayLike = Tensor | np.ndarray
 Index = int | slice | Sequence[int] | Tensor | np.ndarray
@@ -55,7 +60,22 @@ class MultiModalBatch:
         return {name: self.mask[:, m] for m, name in enumerate(self.inputs)}
 
 
-class MultiModalDataset:
+def collate_batch(batch: MultiModalBatch) -> MultiModalBatch:
+    """The ``collate_fn`` of a ``DataLoader`` over a :class:`MultiModalDataset`: ``__getitems__`` already returned
+    the whole batch, which passes through unchanged.
+
+    Example:
+        >>> from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+        >>> loader = DataLoader(ds, batch_sampler=BatchSampler(RandomSampler(ds), 64, drop_last=False),
+        ...                     num_workers=2, collate_fn=collate_batch)
+    """
+    if not isinstance(batch, MultiModalBatch):
+        raise TypeError(f"batch: expected the MultiModalBatch of MultiModalDataset.__getitems__, got "
+                        f"{type(batch).__name__}; use a batch_sampler (or batch_size) with collate_fn=collate_batch")
+    return batch
+
+
+class MultiModalDataset(torch.utils.data.Dataset):
     """Multimodal samples held as tensors, indexed in batches.
 
     Args:
@@ -88,6 +108,7 @@ class MultiModalDataset:
     Example:
         >>> ds = MultiModalDataset({"a": torch.randn(100, 5), "b": torch.randn(100, 3)}, torch.randint(0, 2, (100,)))
         >>> batch = ds[torch.arange(8)]   # inputs {"a": [8, 5], "b": [8, 3]}, mask [8, 2], targets {"label": [8]}
+        >>> ds = MultiModalDataset.from_npz("mine.npz", mmap=True)   # the layout of `mmgraph train --data`
     """
 
     def __init__(
@@ -147,6 +168,30 @@ class MultiModalDataset:
         step_mask = None if self._step_mask is None else {m: s[rows] for m, s in self._step_mask.items()}
         return MultiModalBatch({m: x[rows] for m, x in self._features.items()}, self._mask[rows],
                                {t: y[rows] for t, y in self._targets.items()}, step_mask)
+
+    def __getitems__(self, indices: Sequence[int] | Tensor) -> MultiModalBatch:
+        """A whole batch for ``DataLoader`` (``indices``: the batch sampler's list or ``LongTensor[B]``): one gather
+        per tensor, as ``self[indices]``; pair it with ``collate_fn=collate_batch``."""
+        return self[indices]
+
+    @classmethod
+    def from_npz(cls, path: str | Path, targets: Sequence[str] = ("label",), mmap: bool = False,
+                 task_types: Mapping[str, int | str] | None = None, name: str | None = None) -> MultiModalDataset:
+        """A dataset from an ``.npz`` in the layout of ``mmgraph train --data`` (see :mod:`mmgraph.data.npz`): one
+        array per modality, targets under ``label`` (or the keys in ``targets``), optional boolean
+        ``<modality>_mask [N]`` and ``<modality>_step_mask [N, T]``.
+
+        ``mmap=True`` maps the feature arrays instead of reading them: batches read their rows from disk, so data
+        larger than memory trains (store float32 features and int64 token ids: other dtypes are converted, in
+        memory). Uncompressed members (``np.savez``) are mapped inside the file; compressed ones are decompressed
+        once to a cache folder ``.<file>.mmap`` next to it. :meth:`subset` copies the selected rows into memory, so
+        keep the training and validation parts of large data in separate files.
+        """
+        from mmgraph.data.npz import read_npz
+
+        arrays, labels, masks, steps = read_npz(path, tuple(targets), mmap=mmap)
+        return cls(arrays, labels, mask=masks or None, step_mask=steps or None, task_types=task_types,
+                   name=Path(path).stem if name is None else name)
 
     def subset(self, indices: Index) -> MultiModalDataset:
         """A new dataset with the selected samples (same modalities, tasks, class counts and class names)."""
@@ -247,7 +292,9 @@ def _check_features(features: Mapping[str, Tensor], mask: Tensor) -> dict[str, T
     for m, (name, x) in enumerate(features.items()):
         if x.is_floating_point() or x.dtype == torch.bool:
             x = x.float()
-            bad = (~torch.isfinite(x)).flatten(1).any(1) & mask[:, m]
+            # in chunks of rows: no full-size temporary (a memory-mapped array is read, never copied)
+            bad = torch.cat([(~torch.isfinite(x[i:i + 4096])).flatten(1).any(1) for i in range(0, len(x), 4096)]
+                            or [torch.zeros(0, dtype=torch.bool)]) & mask[:, m]
             if bool(bad.any()):
                 bad = bad.nonzero().squeeze(1)
                 raise ValueError(f"features[{name!r}]: NaN or Inf values in {bad.numel()} samples where {name!r} "
