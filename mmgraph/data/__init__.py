@@ -5,9 +5,10 @@ the offline audio-visual benchmark av-digits and synthetic generators (:mod:`mmg
 from mmgraph.data.affect import binary_sentiment, load_mosei, load_mosi
 from mmgraph.data.avdigits import load_avdigits
 from mmgraph.data.avmnist import load_avmnist
-from mmgraph.data.dataset import (MultiModalBatch, MultiModalDataset, standardization_stats, standardize,
-                                  stratified_split)
+from mmgraph.data.dataset import MultiModalBatch, MultiModalDataset, collate_batch
+from mmgraph.data.splits import standardization_stats, standardize, stratified_split
 from mmgraph.data.synthetic import make_interaction, make_raw, make_temporal, random_modality_mask
+from mmgraph.data.transforms import drop_modalities
 from mmgraph.data.uci import HANDWRITTEN_VIEWS, load_handwritten, load_nutrimouse
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "MultiModalBatch",
     "MultiModalDataset",
     "binary_sentiment",
+    "collate_batch",
+    "drop_modalities",
     "load_avdigits",
     "load_avmnist",
     "load_handwritten",
