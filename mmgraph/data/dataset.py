@@ -291,8 +291,9 @@ def _check_features(features: Mapping[str, Tensor], mask: Tensor) -> dict[str, T
     for m, (name, x) in enumerate(features.items()):
         if x.is_floating_point() or x.dtype == torch.bool:
             x = x.float()
-            # in chunks of rows: no full-size temporary (a memory-mapped array is read, never copied)
-            bad = torch.cat([(~torch.isfinite(x[i:i + 4096])).flatten(1).any(1) for i in range(0, len(x), 4096)]
+            # in chunks of ~2**18 values: no full-size temporary (a memory-mapped array is read, never copied)
+            rows = max(1, 2**18 // max(1, x[0].numel() if len(x) else 1))
+            bad = torch.cat([(~torch.isfinite(x[i:i + rows])).flatten(1).any(1) for i in range(0, len(x), rows)]
                             or [torch.zeros(0, dtype=torch.bool)]) & mask[:, m]
             if bool(bad.any()):
                 bad = bad.nonzero().squeeze(1)
@@ -324,6 +325,10 @@ def _encode_string_targets(targets, class_names: Mapping[str, Sequence[str]] | N
     encoded: dict[str, ArrayLike] = {}
     string_names: dict[str, list[str]] = {}
     for task, value in named.items():
+        missing = _missing_label_rows(value)
+        if missing:
+            raise ValueError(f"targets[{task!r}]: {len(missing)} missing labels (NaN or None) at rows {missing[:10]}"
+                             f"{' ...' if len(missing) > 10 else ''}; drop those samples or give them a label")
         labels = value if isinstance(value, np.ndarray) else np.asarray(value) if isinstance(value, (list, tuple)) \
             else None
         if labels is None or labels.dtype.kind not in "USO" or (labels.dtype.kind == "O" and not all(
@@ -345,6 +350,17 @@ def _encode_string_targets(targets, class_names: Mapping[str, Sequence[str]] | N
         encoded[task] = torch.from_numpy(ids[inverse.reshape(-1)])
         string_names[task] = names
     return encoded, string_names
+
+
+def _missing_label_rows(value: object) -> list[int]:
+    """Rows of a label list / tuple / object array that hold ``None``, or NaN among string labels (numpy would turn
+    it into the class ``'nan'``); numeric NaN targets are refused later, as NaN regression targets."""
+    if not isinstance(value, (list, tuple)) and not (isinstance(value, np.ndarray) and value.dtype.kind == "O"):
+        return []
+    rows = list(value)
+    strings = any(isinstance(v, str) for v in rows)
+    return [i for i, v in enumerate(rows)
+            if v is None or (strings and isinstance(v, (float, np.floating)) and bool(np.isnan(v)))]
 
 
 def _check_targets(named: Mapping[str, ArrayLike], task_types: Mapping[str, int | str] | None,
