@@ -38,8 +38,10 @@ def read_npz(path: str | Path, targets: tuple[str, ...] | list[str] = ("label",)
         raise ValueError(f"{arg}: no such file {str(path)!r}")
     try:
         arrays = _mapped(path) if mmap else dict(np.load(path, allow_pickle=False))
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{arg}: {str(path)!r} is not a readable .npz file ({error})") from None
+    except Exception as error:  # noqa: BLE001 - a damaged zip fails in many ways (BadZipFile, EOFError, ...)
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"{arg}: {str(path)!r} is not a readable .npz file (truncated, corrupt, or not written by "
+                         f"numpy.savez: {type(error).__name__}: {reason})") from None
     missing = [key for key in targets if key not in arrays]
     if missing:
         raise ValueError(f"{arg}: {str(path)!r} has no target arrays {missing} (--targets); its keys are "

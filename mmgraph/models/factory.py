@@ -66,9 +66,21 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
             raise ValueError(f"dataset.input_shapes[{name!r}]: no default encoder for a per-sample shape "
                              f"{tuple(shape)} of dtype {features[name].dtype}; build the encoders yourself")
     stats = standardization_stats(dataset) if standardize else None
-    kwargs = {"class_names": dataset.class_names, "string_labels": dataset.string_labels, **kwargs}
+    kwargs = {"class_names": dataset.class_names, "string_labels": dataset.string_labels,
+              "input_spec": {name: _input_spec(shape, floating[name]) for name, shape in shapes.items()}, **kwargs}
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         return cls(encoders, fusion, dict(dataset.tasks), dim=dim, fusion_kwargs=fusion_kwargs,
                    input_stats=stats, **kwargs)
+
+
+def _input_spec(shape: tuple[int, ...], floating: bool) -> dict[str, Any]:
+    """What the model accepts for a modality of per-sample ``shape`` (its ``input_spec`` entry): float features keep
+    their feature axis (vectors ``[F]``, frames ``[*, F]``) and image channels (``[C, *, *]``), as the
+    standardisation statistics do; token ids may be of any length."""
+    if not floating:
+        return {"dtype": "int", "shape": [None] * len(shape)}
+    if len(shape) == 3:
+        return {"dtype": "float", "shape": [shape[0], None, None]}
+    return {"dtype": "float", "shape": [None] * (len(shape) - 1) + [shape[-1]]}

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from mmgraph.training.callbacks import HOOKS, call_hook, check_hooks
 from mmgraph.training.checkpoint import (CHECKPOINT_FORMAT, _apply_optimizer_settings, _describe_changes,
-                                         _get_rng_state, _resume_changes, _set_rng_state, data_fingerprint,
-                                         load_checkpoint, save_checkpoint)
+                                         _get_rng_state, _model_settings, _resume_changes, _set_rng_state,
+                                         data_fingerprint, load_checkpoint, save_checkpoint)
 from mmgraph.training.checks import _check_dataset, _class_weights, _model_tasks, _parse_monitor, _task_weights
 from mmgraph.training.config import TrainConfig, resolve_config
 from mmgraph.training.distributed import _fit_device, _init_distributed, _use_amp
@@ -142,12 +142,16 @@ def fit(
             with :func:`load_checkpoint` (``model``, ``optimizer``, ``best_state``, ``history``, ``config``, ...).
         resume: continue from ``checkpoint`` if it exists (otherwise start fresh); on CPU the result is
             bit-identical to an uninterrupted run. The checkpoint's training settings (``config``: optimizer, lr,
-            weight_decay, momentum, batch_size, patience, monitor, ..., seed, world_size and fingerprints of the
-            train and val data) must equal this call's; ``epochs`` may differ (to extend a run) unless
-            ``scheduler="cosine"``. A difference raises ``ValueError`` naming each differing setting.
+            weight_decay, momentum, batch_size, patience, monitor, ..., seed, world_size, fingerprints of the
+            train and val data, and the model's own settings: encoders, fusion and its options, dim, modality
+            dropout, heads, standardised modalities) must equal this call's; ``epochs`` may differ (to extend a
+            run) unless ``scheduler="cosine"``. A difference raises ``ValueError`` naming each differing setting,
+            before any weights are loaded.
         override: names of settings allowed to differ on resume (e.g. ``("lr", "batch_size")``): the run continues
             with this call's values (the optimizer's learning rate and weight decay included) and the checkpoint
-            records them, with each override in ``overrides``. The optimizer type cannot be overridden.
+            records them, with each override in ``overrides``. The optimizer type and the settings that shape the
+            model's parameters (encoders, fusion, fusion options, dim, heads, tasks, standardisation) cannot be
+            overridden.
         log_dir: shorthand for ``loggers=[CSVLogger(log_dir), TensorBoardLogger(log_dir)]``: ``metrics.csv`` (one
             row per epoch, the whole history) and, when ``tensorboard`` is installed, event files. Rank 0 only.
         progress: tqdm bar over epochs (``tqdm.auto``: a widget in notebooks); None = only when stderr is a terminal.
@@ -199,7 +203,7 @@ def fit(
                         {task: w.to(device) for task, w in class_weights.items()}, config, device, use_amp, world)
     sampler = (DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
                if world > 1 else None)
-    settings = _run_settings(config, weights, class_weights, use_amp, world, train, val)
+    settings = _run_settings(config, weights, class_weights, use_amp, world, train, val, raw_model)
 
     history: list[dict[str, float]] = []
     overrides: list[dict[str, Any]] = []
@@ -370,9 +374,10 @@ def _train_epoch(state: _EpochState, loader: DataLoader) -> float:
 
 
 def _run_settings(config: TrainConfig, weights: dict[str, float], class_weights: dict[str, Tensor], use_amp: bool,
-                  world: int, train, val) -> dict[str, Any]:
+                  world: int, train, val, model: nn.Module) -> dict[str, Any]:
     """The settings a checkpoint records and a resume compares (``num_workers`` and ``restore_best`` do not change
-    the training, so they are left out), with cheap fingerprints of the data (see ``data_fingerprint``)."""
+    the training, so they are left out), with cheap fingerprints of the data (see ``data_fingerprint``) and the
+    model's own settings (``_model_settings``)."""
     return {"optimizer": config.optimizer, "lr": config.lr, "weight_decay": config.weight_decay,
             "momentum": config.momentum if config.optimizer == "sgd" else None, "epochs": config.epochs,
             "batch_size": config.batch_size, "patience": config.patience, "monitor": config.monitor,
@@ -381,7 +386,8 @@ def _run_settings(config: TrainConfig, weights: dict[str, float], class_weights:
             "class_weight": config.class_weight if config.class_weight in (None, "balanced")
             else {task: [float(w) for w in values] for task, values in class_weights.items()},
             "scheduler": config.scheduler, "amp": use_amp, "seed": config.seed, "world_size": world,
-            "train_data": data_fingerprint(train), "val_data": data_fingerprint(val) if val is not None else None}
+            "train_data": data_fingerprint(train), "val_data": data_fingerprint(val) if val is not None else None,
+            **_model_settings(model)}
 
 
 def _make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
