@@ -39,18 +39,18 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
     RNG). The dataset's class names and string labels travel with the model.
     """
     from mmgraph.data import standardization_stats
-    from mmgraph.fusion.base import _REGISTRY
+    from mmgraph.fusion import available_fusions, fusion_class
 
     if not dataset.tasks:
         raise ValueError("dataset: has no targets (built with targets=None); a model needs the tasks it "
                          "predicts: build it from a training set with targets")
-    if fusion not in _REGISTRY:
-        raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {sorted(_REGISTRY)}")
+    if fusion not in available_fusions():
+        raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {available_fusions()}")
     shapes = dict(dataset.input_shapes)
     features = dataset.features  # {modality: Tensor[N, ...]}
     floating = {name: features[name].is_floating_point() for name in shapes}
     frames = [shape for name, shape in shapes.items() if len(shape) == 2 and floating[name]]
-    temporal = (_REGISTRY[fusion].supports_sequences and len(frames) == len(shapes)
+    temporal = (fusion_class(fusion).supports_sequences and len(frames) == len(shapes)
                 and len({shape[0] for shape in frames}) == 1)
     encoders: dict[str, dict[str, Any]] = {}
     for name, shape in shapes.items():
