@@ -124,6 +124,10 @@ def test_gradients_reach_every_parameter(conv, readout):
     gnn(make_inputs(), random_mask()).pow(2).sum().backward()
     for name, p in gnn.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if readout == "concat" and name.startswith("readout.aggr.gate_nn"):
+            # one node per modality: the softmax within each modality is 1, whatever the gate says
+            assert (p.grad == 0).all(), name
+            continue
         assert p.grad.abs().sum() > 0, name
 
 
