@@ -4,7 +4,8 @@
         --variant base '{}' --variant sin '{"positional": "sinusoidal"}' [--full] [--init-offsets 0 100]
 
 Each variant is compare_fusion.py's GNN for the data set (``method_spec(dataset, "gnn")``: its GNN_KWARGS, plus
-``temporal_window=2`` on synthetic-temporal) updated with the variant's JSON kwargs. Per split seed ``s`` (the data
+``temporal_window=2`` on synthetic-temporal) updated with the variant's JSON kwargs; ``{"method": "concat"}`` runs
+another of compare_fusion.py's methods instead, as a reference. Per split seed ``s`` (the data
 set's own split and, for the synthetic sets, its data seed) and init seed ``s + offset``, the model is trained with
 compare_fusion's ``train_once`` (same encoders, budget, standardisation, early stopping on the validation part) and
 the best validation accuracy is recorded. The test part of the split is never evaluated. ``--full`` uses the
@@ -31,13 +32,18 @@ def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, f
     from mmgraph.data import standardize
 
     data = cf.load(dataset, seed if dataset.startswith("synthetic") else 0)
-    fusion, base = cf.method_spec(dataset, "gnn")
+    kwargs = dict(kwargs)
+    method = kwargs.pop("method", "gnn")  # a reference: another of compare_fusion.py's methods, as it runs it
+    fusion, base = cf.method_spec(dataset, method)
     budget = cf.Budget(epochs=100, patience=15) if full else cf.Budget(epochs=25, patience=6)
+    audio_visual = dataset in cf.AUDIO_VISUAL  # CNN encoders and their (epochs, patience), as compare_fusion.py
+    if audio_visual:
+        budget.epochs, budget.patience = (40, 8) if full else (5, 3)
     scores = []
     for train_idx, val_idx, _ in cf.splits(dataset, data, seed):  # the test indices are not touched
         train, val = standardize(data.subset(train_idx), data.subset(val_idx))
         _, info = cf.train_once(train, val, fusion, {**base, **kwargs}, budget, {}, init_seed, torch.device("cpu"),
-                                0.0)
+                                0.0, method=method if audio_visual else None)
         scores.append(100.0 * info["best_val"])
     return statistics.fmean(scores)
 

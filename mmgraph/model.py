@@ -34,7 +34,8 @@ from mmgraph.utils import tracing
 
 __all__ = ["FusionModel", "Standardize"]
 
-MODEL_FORMAT = 1
+# 2: MultiModalGNN's defaults changed (issue 21); a format-1 file is rebuilt with the defaults it was written with
+MODEL_FORMAT = 2
 
 
 class Standardize(nn.Module):
@@ -277,9 +278,14 @@ class FusionModel(nn.Module):
         from mmgraph.io import CorruptFileError
 
         payload = load_file(path, kind="model", map_location=map_location)
-        if payload.get("format") != MODEL_FORMAT or not isinstance(payload.get("config"), dict):
-            raise CorruptFileError(f"{path}: model file format {payload.get('format')!r}, expected {MODEL_FORMAT}")
+        if payload.get("format") not in (1, MODEL_FORMAT) or not isinstance(payload.get("config"), dict):
+            raise CorruptFileError(f"{path}: model file format {payload.get('format')!r}, expected {MODEL_FORMAT} "
+                                   "(or 1)")
         config = dict(payload["config"])
+        if payload["format"] == 1:
+            from mmgraph.fusion.graph import format_1_config
+
+            config = format_1_config(config)
         shapes = config.pop("input_stats")
         config["input_stats"] = {name: (torch.zeros(shape), torch.ones(shape)) for name, shape in shapes.items()}
         model = cls(**config)

@@ -11,7 +11,7 @@ from mmgraph import MultiModalGNN, explanation_to_networkx
 from mmgraph.gnn.position import TemporalEncoding, sinusoidal
 
 CONVS = ["gcn", "gat", "gatv2", "sage"]
-READOUTS = ["mean", "max", "sum", "attention", "concat"]
+READOUTS = ["mean", "max", "sum", "attention", "concat", "concat_attention"]
 BACKENDS = ["dense", "sparse", "pyg", "auto"]
 DIMS = {"text": 6, "image": 5, "audio": 3}
 SEQ = {"a": 4, "b": 3}
@@ -517,21 +517,25 @@ def make_order_task(n, steps, gen):
     return {"a": a, "b": b}, (t_a < t_b).long()
 
 
-def _fit_order_task(temporal_window):
+def _fit_order_task(temporal_window, **options):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     inputs, labels = make_order_task(1536, 6, gen)  # one call: train and test share the event patterns
     train_x, train_y = {k: v[:1024] for k, v in inputs.items()}, labels[:1024]
     test_x, test_y = {k: v[1024:] for k, v in inputs.items()}, labels[1024:]
-    gnn = MultiModalGNN({"a": 4, "b": 4}, hidden=16, heads=4, layers=2, temporal_window=temporal_window)
+    gnn = MultiModalGNN({"a": 4, "b": 4}, hidden=16, heads=4, layers=2, temporal_window=temporal_window, **options)
     return train_and_test(gnn, train_x, train_y, test_x, test_y, steps=80, gen=gen)
 
 
 def test_temporal_edges_learn_cross_modal_order_that_a_static_graph_cannot():
-    with_time = _fit_order_task(temporal_window=5)
-    without_time = _fit_order_task(temporal_window=0)
+    # nodes without positions (the defaults before issue 21): only the temporal edges can carry order
+    blind = {"positional": None, "readout": "attention"}
+    with_time = _fit_order_task(temporal_window=5, **blind)
+    without_time = _fit_order_task(temporal_window=0, **blind)
     assert with_time >= 0.9
     assert without_time < 0.7
+    # with the default positions and modality-keeping readout, the order is readable without temporal edges too
+    assert _fit_order_task(temporal_window=0) >= 0.9
 
 
 # ---------------------------------------------------------------------- issue 21: position, context, concat readout, gate
@@ -593,13 +597,16 @@ def test_new_options_reach_every_parameter_and_are_deterministic(options):
         assert torch.equal(p, q), name
 
 
-def test_default_model_is_unchanged_by_the_new_options():
-    # the options default to off: same parameters, drawn in the same order, as before they existed
+def test_options_off_add_no_parameters_and_positions_leave_static_modalities_alone():
     torch.manual_seed(0)
-    gnn = MultiModalGNN(DIMS, hidden=8, heads=2)
-    assert gnn.positional is None and gnn.context is None and not gnn.gate and gnn.readout_type == "attention"
+    off = MultiModalGNN(DIMS, hidden=8, heads=2, readout="attention", positional=None)
+    assert off.positional is None and off.context is None and not off.gate
     assert not any(k.startswith(("positional", "context")) or ".gate." in k or "readout.project" in k
-                   for k in gnn.state_dict())
+                   or "readout.missing" in k for k in off.state_dict())
+    torch.manual_seed(0)
+    default = MultiModalGNN(DIMS, hidden=8, heads=2, readout="attention").eval()  # positional by default
+    assert default.positional_type == "sinusoidal" and MultiModalGNN(DIMS).readout_type == "concat_attention"
+    torch.testing.assert_close(default(make_inputs()), off.eval()(make_inputs()), atol=0, rtol=0)
 
 
 def test_sinusoidal_rows_have_unit_norm_and_relative_time_aligns_streams_of_different_lengths():
@@ -719,3 +726,40 @@ def test_new_options_survive_save_and_load(tmp_path):
     loaded = FusionModel.load(model.save(tmp_path / "m.pt"))
     assert {k: loaded.config()["fusion_kwargs"][k] for k in options} == options
     torch.testing.assert_close(loaded(inputs)["label"], model(inputs)["label"], atol=0, rtol=0)
+
+
+def test_a_format_1_model_file_loads_with_the_gnn_defaults_it_was_written_with(tmp_path):
+    # a file written before issue 21 (format 1) recorded only the GNN settings its user gave; the defaults it used
+    # then (attention readout, no positions) must come back, whatever today's defaults are
+    from mmgraph.fusion.graph import FORMAT_1_GNN_DEFAULTS
+    from mmgraph.io import save_file
+    from mmgraph.model import MODEL_FORMAT, FusionModel
+
+    encoders = {"a": {"name": "mlp", "in_dim": 3}, "b": {"name": "mlp", "in_dim": 5}}
+    given = {"heads": 2, "temporal_window": 1}
+    old = perturbed(FusionModel(encoders, "gnn", {"label": 2}, dim=8,
+                                fusion_kwargs={**given, **FORMAT_1_GNN_DEFAULTS})).eval()
+    payload = {"format": 1, "config": {**old.config(), "fusion_kwargs": given},
+               "state_dict": old.state_dict(), "versions": {"mmgraph": "0.1.0", "torch": torch.__version__}}
+    path = save_file(tmp_path / "old.pt", payload, kind="model")
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"a": torch.randn(4, 9, 3, generator=gen), "b": torch.randn(4, 9, 5, generator=gen)}
+    loaded = FusionModel.load(path)
+    assert loaded.fusion.gnn.readout_type == "attention" and loaded.fusion.gnn.positional is None
+    torch.testing.assert_close(loaded(inputs)["label"], old(inputs)["label"], atol=0, rtol=0)
+    # today's defaults differ from those (else there is nothing to keep), and a new file keeps today's
+    new = FusionModel(encoders, "gnn", {"label": 2}, dim=8, fusion_kwargs=given).eval()
+    assert (new.fusion.gnn.readout_type, new.fusion.gnn.positional_type) != ("attention", None)
+    reloaded = FusionModel.load(new.save(tmp_path / "new.pt"))
+    assert MODEL_FORMAT == 2 and reloaded.fusion.gnn.readout_type == new.fusion.gnn.readout_type
+    torch.testing.assert_close(reloaded(inputs)["label"], new(inputs)["label"], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse", "pyg"])
+def test_concat_attention_readout_explains_with_the_all_node_attention(backend):
+    gnn = perturbed(MultiModalGNN(MIXED, hidden=8, heads=2, temporal_window=1, backend=backend,
+                                  readout="concat_attention"))
+    explanation = gnn.explain(mixed_inputs(), MIXED_MASK, MIXED_STEPS)
+    weights = torch.stack(list(explanation["modality_weights"].values()), 1)  # [B, M]
+    torch.testing.assert_close(weights.sum(1), torch.ones(5))
+    assert (weights[~MIXED_MASK] == 0).all()

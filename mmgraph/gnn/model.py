@@ -38,7 +38,7 @@ from mmgraph.gnn.validation import (check_choice, check_inputs, check_mask, chec
 from mmgraph.graph import GraphLayout, ModalityGraph, Relation
 
 CONVS = ("gcn", "gat", "gatv2", "sage")
-READOUTS = ("mean", "max", "sum", "attention", "concat")
+READOUTS = ("mean", "max", "sum", "attention", "concat", "concat_attention")
 CONTEXTS = ("conv",)
 BACKENDS = ("auto", "dense", "sparse", "pyg")
 # backend="auto" takes the sparse path when N >= SPARSE_CROSSOVER * K (N nodes, K the neighbour-list slots per node
@@ -60,9 +60,12 @@ class MultiModalGNN(nn.Module):
         relations: ``"complete"``, ``"star"``, ``"star:<centre>"``, ``"chain"``, a list of ``(src, relation, dst)``
             triples, a :class:`networkx.DiGraph`, or a :class:`~mmgraph.graph.ModalityGraph`. See
             :class:`~mmgraph.graph.ModalityGraph`.
-        readout: ``"mean" | "max" | "sum" | "attention" | "concat"`` (per-modality attention pooling, concatenated in
-            modality order with a learned vector for a missing modality, then projected to ``H``: the readout
-            keeps modality identity; see :class:`~mmgraph.gnn.readout.GraphReadout`).
+        readout: ``"mean" | "max" | "sum" | "attention" | "concat" | "concat_attention"``. ``concat``:
+            per-modality attention pooling, concatenated in modality order with a learned vector for a missing
+            modality, then projected to ``H`` (the readout keeps modality identity); ``concat_attention`` (the
+            default) adds the ``attention`` readout of all nodes as one more slot. See
+            :class:`~mmgraph.gnn.readout.GraphReadout`; the defaults were chosen on validation splits
+            (docs/design.md, "Issue 21").
         dropout: dropout on each layer's update.
         backend: the message-passing path, same parameters and same output on each: ``"dense"`` (all node pairs,
             fastest on small graphs), ``"sparse"`` (padded neighbour lists, fastest on long sequences), ``"pyg"``
@@ -76,8 +79,9 @@ class MultiModalGNN(nn.Module):
             each relation with the highest attention (mean over heads), per sample, and the following layers pass
             messages over those only. Dense and sparse paths prune alike; the ``pyg`` path does not prune (it raises
             a ``ValueError``).
-        positional: ``None`` (nodes know no position), ``"sinusoidal"`` or ``"learned"``: positional encodings
-            added to each sequence modality's projected steps (:class:`~mmgraph.gnn.position.TemporalEncoding`).
+        positional: ``"sinusoidal"`` (the default), ``"learned"`` or ``None`` (nodes know no position):
+            positional encodings added to each sequence modality's projected steps
+            (:class:`~mmgraph.gnn.position.TemporalEncoding`); static modalities get none.
         positional_time: what the encoding measures: ``"step"`` (the step index ``t``) or ``"relative"`` (``t /
             T_m``: streams of different lengths get matching encodings at aligned positions).
         max_positions: rows of the learned table / the scale of relative times.
@@ -107,12 +111,12 @@ class MultiModalGNN(nn.Module):
         conv: str = "gat",
         heads: int = 4,
         relations: str | list[Relation] | nx.DiGraph | ModalityGraph = "complete",
-        readout: str = "attention",
+        readout: str = "concat_attention",
         dropout: float = 0.0,
         backend: str = "auto",
         temporal_window: int = 0,
         edge_pruning: float = 0.0,
-        positional: str | None = None,
+        positional: str | None = "sinusoidal",
         positional_time: str = "step",
         max_positions: int = 512,
         context: str | None = None,
