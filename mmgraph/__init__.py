@@ -12,22 +12,11 @@ from mmgraph.encoders import available_encoders, build_encoder, register_encoder
 from mmgraph.fusion import available_fusions, build_fusion, register_fusion
 from mmgraph.gnn import MultiModalGNN, explanation_to_networkx
 from mmgraph.graph import GraphLayout, ModalityGraph
-from mmgraph.model import FusionModel
+from mmgraph.models import FusionModel
+from mmgraph.training import FitResult, evaluate, fit, predict
 from mmgraph.utils import resolve_device, seed_everything
 
 __version__ = "0.1.0"
-
-_TRAIN_API = ("FitResult", "evaluate", "fit", "predict")
-
-
-def __getattr__(name: str):
-    # mmgraph.train is imported on first use, so that `python -m mmgraph.train` does not find it already imported
-    if name in _TRAIN_API:
-        from mmgraph import train
-
-        return getattr(train, name)
-    raise AttributeError(f"module 'mmgraph' has no attribute {name!r}")
-
 
 __all__ = [
     "FitResult",

@@ -714,7 +714,7 @@ def test_torch_export_with_every_new_option_matches_eager():
 
 
 def test_new_options_survive_save_and_load(tmp_path):
-    from mmgraph.model import FusionModel
+    from mmgraph.models import FusionModel
 
     encoders = {"a": {"name": "mlp", "in_dim": 3}, "b": {"name": "mlp", "in_dim": 5}}
     options = {"positional": "learned", "positional_time": "relative", "max_positions": 16, "context": "conv",
@@ -733,7 +733,7 @@ def test_a_format_1_model_file_loads_with_the_gnn_defaults_it_was_written_with(t
     # then (attention readout, no positions) must come back, whatever today's defaults are
     from mmgraph.fusion.graph import FORMAT_1_GNN_DEFAULTS
     from mmgraph.io import save_file
-    from mmgraph.model import MODEL_FORMAT, FusionModel
+    from mmgraph.models import MODEL_FORMAT, FusionModel
 
     encoders = {"a": {"name": "mlp", "in_dim": 3}, "b": {"name": "mlp", "in_dim": 5}}
     given = {"heads": 2, "temporal_window": 1}

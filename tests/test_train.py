@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import mmgraph.io as io_module
 import mmgraph.train as train_module
 from mmgraph.data import MultiModalDataset
 from mmgraph.model import FusionModel
@@ -117,7 +118,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint_intact(xor, tmp_path, m
             raise KeyboardInterrupt("killed while saving")
         return real_save(obj, handle, *args, **kwargs)
 
-    monkeypatch.setattr(train_module.torch, "save", save_then_crash)
+    monkeypatch.setattr(io_module.torch, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         _fit(_model(), train, val, epochs=5, checkpoint=path)
     monkeypatch.undo()
@@ -136,7 +137,7 @@ def test_save_failure_after_the_temporary_file_is_written_keeps_the_old_file(xor
     def replace_fails(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_module.os, "replace", replace_fails)
+    monkeypatch.setattr(io_module.os, "replace", replace_fails)
     with pytest.raises(OSError, match="disk full"):
         _fit(_model(), train, epochs=1, checkpoint=path)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]

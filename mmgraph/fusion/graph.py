@@ -10,7 +10,7 @@ from torch import Tensor
 from mmgraph.fusion.base import FusionBase, register_fusion
 
 # MultiModalGNN's defaults before issue 21, for the settings whose default it changed: a model file of format 1
-# (mmgraph.model.MODEL_FORMAT) that left them unset was written by a model that used these.
+# (mmgraph.models.MODEL_FORMAT) that left them unset was written by a model that used these.
 FORMAT_1_GNN_DEFAULTS: dict[str, Any] = {"readout": "attention", "positional": None}
 
 

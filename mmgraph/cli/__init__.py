@@ -1,0 +1,1 @@
+"""The `mmgraph` command line."""

@@ -1,0 +1,144 @@
+"""Inference: :func:`predict` (class labels, probabilities or raw outputs for every sample) and :func:`evaluate`
+(metrics per task on a data set with targets)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from mmgraph.training.checks import _model_tasks
+from mmgraph.utils import check_int as _check_int
+from mmgraph.utils import resolve_device
+
+__all__ = ["evaluate", "predict"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.device = "auto",
+            logits: bool = False, proba: bool = False, mask=None) -> dict[str, Any]:
+    """Predictions of ``model`` for every sample of ``data``, on CPU.
+
+    Args:
+        model: a :class:`~mmgraph.models.FusionModel` (trained, or loaded with ``FusionModel.load``).
+        data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw arrays
+            ``{modality: ndarray | Tensor [N, ...]}`` in any key order (``mask`` optional). Modalities are matched
+            to the model's by name.
+        mask: only with a dict ``data``: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
+            follow ``data``'s key order; True = present (a masked entry may hold NaN).
+        logits: return the raw outputs ``Tensor[N, C]`` per task.
+        proba: return class probabilities ``Tensor[N, C]`` (softmax) for classification tasks (regression tasks
+            give their values ``Tensor[N]``).
+
+    Returns:
+        ``{task: predictions}``: class labels ``LongTensor[N]`` -- or, for a task trained on string labels, an
+        ndarray of those strings -- and values ``Tensor[N]`` for regression. The model is evaluated in eval mode
+        on ``device`` (its previous mode is restored).
+    """
+    from mmgraph.data import MultiModalDataset
+
+    _check_int("batch_size", batch_size, 1)
+    if logits and proba:
+        raise ValueError("logits, proba: pick one; logits=True gives raw scores, proba=True probabilities")
+    raw_model = model.module if isinstance(model, DistributedDataParallel) else model
+    tasks = _model_tasks(raw_model)
+    if isinstance(data, Mapping):
+        data = MultiModalDataset(data, None, mask=mask)
+    elif mask is not None:
+        raise ValueError("mask: only used with a dict of arrays; a MultiModalDataset carries its own mask")
+    elif not isinstance(data, MultiModalDataset):
+        hint = (" (a MultiModalBatch: pass predict(model, batch.inputs, mask=batch.named_mask))"
+                if hasattr(data, "inputs") else "")
+        raise TypeError(f"data: expected a MultiModalDataset or a dict {{modality: array [N, ...]}}, got "
+                        f"{type(data).__name__}{hint}")
+    _check_modalities("data", data.modalities, raw_model)
+    device = resolve_device(device)
+    raw_model.to(device)
+    was_training = raw_model.training
+    raw_model.eval()
+    chunks: dict[str, list[Tensor]] = {task: [] for task in tasks}
+    try:
+        for start in range(0, len(data), batch_size):
+            batch = data[torch.arange(start, min(start + batch_size, len(data)))].to(device, non_blocking=True)
+            outputs = raw_model(batch.inputs, batch.named_mask, batch.step_mask)
+            for task in tasks:
+                chunks[task].append(outputs[task].float().cpu())
+    finally:
+        raw_model.train(was_training)
+    results = {task: torch.cat(parts) for task, parts in chunks.items()}
+    if logits:
+        return results
+    if proba:
+        return {task: out.softmax(-1) if tasks[task] else out.squeeze(-1) for task, out in results.items()}
+    predictions: dict[str, Any] = {}
+    for task, out in results.items():
+        if not tasks[task]:
+            predictions[task] = out.squeeze(-1)
+        elif task in getattr(raw_model, "string_labels", ()):
+            predictions[task] = np.asarray(raw_model.class_names[task])[out.argmax(-1).numpy()]
+        else:
+            predictions[task] = out.argmax(-1)
+    return predictions
+
+
+def evaluate(model: nn.Module, dataset, batch_size: int = 256, device: str | torch.device = "auto"
+             ) -> dict[str, dict[str, Any]]:
+    """Metrics of ``model`` on ``dataset`` (a :class:`~mmgraph.data.MultiModalDataset` with targets for the
+    model's tasks): ``{task: classification_metrics(...)}`` (accuracy, macro_recall, macro_f1, confusion_matrix)
+    or ``{task: regression_metrics(...)}`` (mse, mae, r2); the regression task ``"sentiment"`` (MOSI / MOSEI)
+    also gets ``sentiment_metrics`` (acc2, acc2_nonzero, f1, f1_nonzero, acc7, pearson). String labels are matched
+    to the model's classes by name, so a test set may hold fewer classes than the training set."""
+    from mmgraph.data import MultiModalDataset
+    from mmgraph.metrics import classification_metrics, regression_metrics, sentiment_metrics
+
+    raw_model = model.module if isinstance(model, DistributedDataParallel) else model
+    tasks = _model_tasks(raw_model)
+    if not isinstance(dataset, MultiModalDataset):
+        raise TypeError(f"dataset: expected a MultiModalDataset with targets, got {type(dataset).__name__}; for "
+                        "raw arrays use predict(model, {modality: array}) and compare with your labels")
+    missing = [task for task in tasks if task not in dataset.tasks]
+    if missing:
+        raise ValueError(f"dataset: no targets for the model's tasks {missing}; the dataset has tasks "
+                         f"{list(dataset.tasks)}. Name the targets as the model's tasks, e.g. "
+                         f"MultiModalDataset(features, {{{missing[0]!r}: labels}})")
+    outputs = predict(model, dataset, batch_size=batch_size, device=device, logits=True)
+    targets = dataset.targets
+    metrics = {}
+    for task, classes in tasks.items():
+        if not classes:
+            metrics[task] = regression_metrics(targets[task], outputs[task].squeeze(-1))
+            if task == "sentiment":
+                metrics[task].update(sentiment_metrics(targets[task], outputs[task].squeeze(-1)))
+            continue
+        metrics[task] = classification_metrics(_model_class_ids(raw_model, dataset, task), outputs[task], classes)
+    return metrics
+
+
+def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
+    """``dataset``'s targets of ``task`` as the model's class ids: string labels are matched by class name."""
+    targets = dataset.targets[task]
+    if task not in dataset.string_labels:
+        return targets
+    model_names = getattr(model, "class_names", {}).get(task)
+    if model_names is None or task not in getattr(model, "string_labels", ()):
+        raise ValueError(f"dataset: targets[{task!r}] are strings but the model was trained on class ids; build "
+                         "the dataset with the same kind of labels as the training set")
+    lookup = {name: i for i, name in enumerate(model_names)}
+    unknown = [name for name in dataset.class_names[task] if name not in lookup]
+    if unknown:
+        raise ValueError(f"dataset: targets[{task!r}] hold classes {unknown} the model does not know; its classes "
+                         f"are {model_names}")
+    to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
+    return to_model[targets]
+
+
+def _check_modalities(arg: str, modalities: list[str], model: nn.Module) -> None:
+    expected = list(getattr(model, "modalities", modalities))
+    missing = [m for m in expected if m not in modalities]
+    unknown = [m for m in modalities if m not in expected]
+    if missing or unknown:
+        raise ValueError(f"{arg}: the model takes modalities {expected}; missing {missing}, unknown {unknown}")
