@@ -538,7 +538,7 @@ def test_temporal_edges_learn_cross_modal_order_that_a_static_graph_cannot():
     assert _fit_order_task(temporal_window=0) >= 0.9
 
 
-# ---------------------------------------------------------------------- issue 21: position, context, concat readout, gate
+# ---------------------------------------------------------------------- issue 21: positions, context, readouts, gate
 # each option alone and all together, on unaligned sequences (6 and 3 steps) mixed with a static modality
 NEW_OPTIONS = [dict(positional="sinusoidal"), dict(positional="learned"),
                dict(positional="sinusoidal", positional_time="relative"),

@@ -242,7 +242,8 @@ class MultiModalGNN(nn.Module):
             ``edges``: one ``Tensor[B, R, N, N, K]`` per layer, ``[b, r, i, j, k]`` = weight of the message
             ``j -> i`` under relation ``r`` (head ``k``): attention for GAT/GATv2, normalised aggregation weights
             for GCN/SAGE; 0 where there is no edge,
-            ``readout``: ``Tensor[B, N]`` node weights in the readout, and
+            ``readout``: ``Tensor[B, N]`` node weights in the readout (``concat_attention``: those of its all-node
+            attention slot; ``concat``: within each modality, so each present modality's sum to 1), and
             ``modality_weights``: ``{modality: Tensor[B]}`` readout weight summed over each modality's nodes.
 
         The dense and sparse paths explain themselves; the pyg path is explained by the dense or sparse path that

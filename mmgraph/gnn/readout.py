@@ -17,12 +17,13 @@ class GraphReadout(nn.Module):
     ``attention`` is ``Σ_i softmax_i(w·h_i + c) h_i`` over present nodes (PyG ``AttentionalAggregation``).
     ``concat`` keeps modality identity: the same attention pooling within each modality's present nodes
     (``p_m = Σ_{i ∈ m} softmax_{i ∈ m}(w·h_i + c) h_i``), a learned "missing" vector ``e_m`` for a modality with no
-    present node, and ``W [p_1 || .. || p_M] + b``: the fused vector never knows less than concatenation of the
-    modality states. ``concat_attention`` adds the ``attention`` readout of all present nodes as one more slot,
+    present node, and ``W [p_1 || .. || p_M] + b``: the fused vector never knows less than concatenation of
+    the modality states. ``concat_attention`` adds the ``attention`` readout of all present nodes as one more slot,
     ``W [p_1 || .. || p_M || p_all] + b``, so it knows what either readout knows (the default of
-    :class:`~mmgraph.gnn.MultiModalGNN`: docs/design.md, "Issue 21"). The module is PyG's aggregation (same ``state_dict`` on every path); :meth:`node_major`
-    computes the same maths on the dense and sparse paths' ``[N, B, H]`` states, :meth:`pyg` calls PyG on the
-    flattened batch (``concat``: the node-major maths on the batch reshaped).
+    :class:`~mmgraph.gnn.MultiModalGNN`: docs/design.md, "Issue 21"). The module is PyG's aggregation (same
+    ``state_dict`` on every path); :meth:`node_major` computes the same maths on the dense and sparse paths'
+    ``[N, B, H]`` states, :meth:`pyg` calls PyG on the flattened batch (the concat readouts: the node-major maths on
+    the batch reshaped).
 
     Args:
         kind: ``"mean" | "max" | "sum" | "attention" | "concat" | "concat_attention"``.
@@ -41,7 +42,7 @@ class GraphReadout(nn.Module):
         else:
             self.aggr = {"mean": MeanAggregation, "max": MaxAggregation, "sum": SumAggregation}[kind]()
         if kind in ("concat", "concat_attention"):
-            self.missing = nn.Parameter(torch.zeros(slots, hidden))
+            self.missing = nn.Parameter(torch.zeros(num_types, hidden))  # the all-node slot is never empty
             self.project = nn.Linear(slots * hidden, hidden)
 
     def reset_parameters(self) -> None:
@@ -86,9 +87,12 @@ class GraphReadout(nn.Module):
         if self.with_all:
             member = torch.cat([member, torch.ones_like(member[:, :1])], dim=1)
         valid = member.unsqueeze(1) if present is None else member.unsqueeze(1) & present.unsqueeze(-1)
-        weights = masked_softmax(scores, valid, dim=0)  # [N, B, M], 0 off each modality's present nodes
-        pooled = torch.einsum("nbm,nbh->bmh", weights, h)  # [B, M, H]
-        pooled = torch.where(valid.any(0).unsqueeze(-1), pooled, self.missing)  # a missing modality: e_m
+        weights = masked_softmax(scores, valid, dim=0)  # [N, B, slots], 0 off each slot's present nodes
+        pooled = torch.einsum("nbm,nbh->bmh", weights, h)  # [B, slots, H]
+        missing = self.missing
+        if self.with_all:
+            missing = torch.cat([missing, missing.new_zeros(1, missing.shape[1])])
+        pooled = torch.where(valid.any(0).unsqueeze(-1), pooled, missing)  # a missing modality: e_m
         # node weights: the all-node attention's (they sum to 1, as the attention readout's), else each modality's
         node_weights = weights[..., -1] if self.with_all else weights.sum(-1)
         return self.project(pooled.flatten(1)), node_weights.t()
