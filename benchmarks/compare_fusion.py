@@ -67,7 +67,7 @@ AUDIO_FRAMES = 14  # the temporal GNN sees the 112 spectrogram columns pooled in
 # the spectrogram as frames into the GNN: with temporal edges, and without them (the control for the frame encoder)
 FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal")
 DROP_RATES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8)
-GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "concat_attention", "positional": "sinusoidal"}
+GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "concat", "positional": "sinusoidal"}
 # On sequence data the fusions that read sequences compete: the temporal GNN, the same GNN without temporal edges,
 # and the seq2seq and cnn baselines.
 TEMPORAL_METHODS = {

@@ -605,7 +605,7 @@ def test_options_off_add_no_parameters_and_positions_leave_static_modalities_alo
                    or "readout.missing" in k for k in off.state_dict())
     torch.manual_seed(0)
     default = MultiModalGNN(DIMS, hidden=8, heads=2, readout="attention").eval()  # positional by default
-    assert default.positional_type == "sinusoidal" and MultiModalGNN(DIMS).readout_type == "concat_attention"
+    assert default.positional_type == "sinusoidal" and MultiModalGNN(DIMS).readout_type == "concat"
     torch.testing.assert_close(default(make_inputs()), off.eval()(make_inputs()), atol=0, rtol=0)
 
 

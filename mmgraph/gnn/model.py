@@ -62,8 +62,8 @@ class MultiModalGNN(nn.Module):
             :class:`~mmgraph.graph.ModalityGraph`.
         readout: ``"mean" | "max" | "sum" | "attention" | "concat" | "concat_attention"``. ``concat``:
             per-modality attention pooling, concatenated in modality order with a learned vector for a missing
-            modality, then projected to ``H`` (the readout keeps modality identity); ``concat_attention`` (the
-            default) adds the ``attention`` readout of all nodes as one more slot. See
+            modality, then projected to ``H`` (the readout keeps modality identity; the default);
+            ``concat_attention`` adds the ``attention`` readout of all nodes as one more slot. See
             :class:`~mmgraph.gnn.readout.GraphReadout`; the defaults were chosen on validation splits
             (docs/design.md, "Issue 21").
         dropout: dropout on each layer's update.
@@ -111,7 +111,7 @@ class MultiModalGNN(nn.Module):
         conv: str = "gat",
         heads: int = 4,
         relations: str | list[Relation] | nx.DiGraph | ModalityGraph = "complete",
-        readout: str = "concat_attention",
+        readout: str = "concat",
         dropout: float = 0.0,
         backend: str = "auto",
         temporal_window: int = 0,

@@ -19,8 +19,8 @@ class GraphReadout(nn.Module):
     (``p_m = Σ_{i ∈ m} softmax_{i ∈ m}(w·h_i + c) h_i``), a learned "missing" vector ``e_m`` for a modality with no
     present node, and ``W [p_1 || .. || p_M] + b``: the fused vector never knows less than concatenation of
     the modality states. ``concat_attention`` adds the ``attention`` readout of all present nodes as one more slot,
-    ``W [p_1 || .. || p_M || p_all] + b``, so it knows what either readout knows (the default of
-    :class:`~mmgraph.gnn.MultiModalGNN`: docs/design.md, "Issue 21"). The module is PyG's aggregation (same
+    ``W [p_1 || .. || p_M || p_all] + b``, so it knows what either readout knows. ``concat`` is the default of
+    :class:`~mmgraph.gnn.MultiModalGNN` (docs/design.md, "Issue 21"). The module is PyG's aggregation (same
     ``state_dict`` on every path); :meth:`node_major` computes the same maths on the dense and sparse paths'
     ``[N, B, H]`` states, :meth:`pyg` calls PyG on the flattened batch (the concat readouts: the node-major maths on
     the batch reshaped).
