@@ -3,13 +3,13 @@
     python benchmarks/gnn_ablations.py --dataset synthetic-temporal --seeds 0 1 2 \\
         --variant base '{}' --variant sin '{"positional": "sinusoidal"}' [--full] [--init-offsets 0 100]
 
-Each variant is compare_fusion.py's GNN for the data set (``method_spec(dataset, "gnn")``: its GNN_KWARGS, plus
-``temporal_window=2`` on synthetic-temporal) updated with the variant's JSON kwargs; ``{"method": "concat"}`` runs
-another of compare_fusion.py's methods instead, as a reference. Per split seed ``s`` (the data
-set's own split and, for the synthetic sets, its data seed) and init seed ``s + offset``, the model is trained with
-compare_fusion's ``train_once`` (same encoders, budget, standardisation, early stopping on the validation part) and
-the best validation accuracy is recorded. The test part of the split is never evaluated. ``--full`` uses the
-``--full`` budget (100 epochs, patience 15), else the quick one (25, 6).
+Each variant is the comparison's ``gnn`` for the data set (:func:`mmgraph.evaluation.methods.resolve_method`: its
+GNN_KWARGS, plus ``temporal_window=2`` on sequence data) updated with the variant's JSON kwargs;
+``{"method": "concat"}`` runs another of the comparison's methods instead, as a reference. Per split seed ``s`` (the
+data set's own split and, for the synthetic sets, its data seed) and init seed ``s + offset``, the model is trained
+with the comparison's ``train_once`` (same encoders, budget, standardisation, early stopping on the validation
+part) and the best validation accuracy is recorded. The test part of the split is never evaluated. ``--full`` uses
+the ``full`` protocol's budget (100 epochs, patience 15; image + audio 40, 8), else the quick one.
 """
 
 from __future__ import annotations
@@ -17,33 +17,36 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, full: bool) -> float:
     """Best validation accuracy (%, mean over the seed's splits) of the GNN with ``kwargs`` on ``dataset``."""
+    import dataclasses
+
     import torch
 
-    import compare_fusion as cf
     from mmgraph.data import standardize
+    from mmgraph.data.registry import load_dataset_with_split
+    from mmgraph.evaluation.methods import has_sequences, is_audio_visual, resolve_method
+    from mmgraph.evaluation.protocol import make_protocol, splits
+    from mmgraph.evaluation.runner import train_once
 
-    data = cf.load(dataset, seed if dataset.startswith("synthetic") else 0)
+    protocol = make_protocol("full" if full else "quick")
+    data, published = load_dataset_with_split(dataset, seed=seed, samples=None, data_dir=None)
     kwargs = dict(kwargs)
-    method = kwargs.pop("method", "gnn")  # a reference: another of compare_fusion.py's methods, as it runs it
-    fusion, base = cf.method_spec(dataset, method)
-    budget = cf.Budget(epochs=100, patience=15) if full else cf.Budget(epochs=25, patience=6)
-    audio_visual = dataset in cf.AUDIO_VISUAL  # CNN encoders and their (epochs, patience), as compare_fusion.py
-    if audio_visual:
-        budget.epochs, budget.patience = (40, 8) if full else (5, 3)
+    # a reference: another of the comparison's methods, as it runs it
+    method = resolve_method(kwargs.pop("method", "gnn"), has_sequences(data))
+    method = dataclasses.replace(method, fusion_kwargs={**method.fusion_kwargs, **kwargs})
+    budget = protocol.budget
+    if is_audio_visual(data):  # CNN encoders and their (epochs, patience), as the comparison
+        budget = dataclasses.replace(budget, epochs=budget.image_audio[0], patience=budget.image_audio[1])
     scores = []
-    for train_idx, val_idx, _ in cf.splits(dataset, data, seed):  # the test indices are not touched
+    folds = protocol.preset(dataset).folds
+    for train_idx, val_idx, _ in splits(data, seed, folds, published):  # the test indices are not touched
         train, val = standardize(data.subset(train_idx), data.subset(val_idx))
-        _, info = cf.train_once(train, val, fusion, {**base, **kwargs}, budget, {}, init_seed, torch.device("cpu"),
-                                0.0, method=method if audio_visual else None)
+        _, info = train_once(train, val, method, budget, {}, init_seed, torch.device("cpu"), 0.0)
         scores.append(100.0 * info["best_val"])
     return statistics.fmean(scores)
 

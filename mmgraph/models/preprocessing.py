@@ -3,6 +3,7 @@ features go in at train and predict time) and the check that an input has the sh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -39,8 +40,13 @@ def _check_standardized_shape(name: str, x: Tensor, mean: Tensor) -> None:
     the model, or silently succeed on a wrong layout."""
     if tracing():
         return
-    if x.dim() != mean.dim() or any(m != 1 and m != n for m, n in zip(mean.shape[1:], x.shape[1:])):
-        expected = ", ".join(["B", *("*" if m == 1 else str(m) for m in mean.shape[1:])])
+    _check_input_shape(name, x, [None if m == 1 else m for m in mean.shape[1:]])
+
+
+def _check_input_shape(name: str, x: Tensor, shape: Sequence[int | None]) -> None:
+    """``inputs[name]: [B, *shape]`` (None in ``shape`` = any size), whatever the rank of ``x``."""
+    if x.dim() != len(shape) + 1 or any(s is not None and s != n for s, n in zip(shape, x.shape[1:])):
+        expected = ", ".join(["B", *("*" if s is None else str(s) for s in shape)])
         raise ValueError(f"inputs[{name!r}]: expected shape [{expected}] (the shape the model was trained on), got "
                          f"{tuple(x.shape)}")
 

@@ -37,7 +37,12 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     Returns:
         ``{task: predictions}``: class labels ``LongTensor[N]`` -- or, for a task trained on string labels, an
         ndarray of those strings -- and values ``Tensor[N]`` for regression. The model is evaluated in eval mode
-        on ``device`` (its previous mode is restored).
+        on ``device`` (its previous mode is restored). ``N = 0`` samples give empty outputs of those types
+        (``[0]``, ``[0, C]``), after the same checks of the inputs' shapes and dtypes, so a pipeline whose
+        filter left no rows goes on (scikit-learn raises instead).
+
+    Integer arrays of a modality the model takes as float features (its ``input_spec``) are feature values, cast
+    to float; only the modalities whose encoder embeds token ids take them as ids.
     """
     from mmgraph.data import MultiModalDataset
 
@@ -47,7 +52,7 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
     if isinstance(data, Mapping):
-        data = MultiModalDataset(data, None, mask=mask)
+        data = MultiModalDataset(_features_as_floats(data, raw_model), None, mask=mask)
     elif mask is not None:
         raise ValueError("mask: only used with a dict of arrays; a MultiModalDataset carries its own mask")
     elif not isinstance(data, MultiModalDataset):
@@ -57,18 +62,30 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
                         f"{type(data).__name__}{hint}")
     _check_modalities("data", data.modalities, raw_model)
     device = resolve_device(device)
-    raw_model.to(device)
+    # one-sample fast path: walking every submodule for .to() / .eval() costs more than the forward of one sample,
+    # so a model already on `device` (judged by its first parameter: .to() moves all) and in eval mode is left as is
+    first = next(raw_model.parameters(), None)
+    if first is None or first.device != _indexed(device):
+        raw_model.to(device)
     was_training = raw_model.training
-    raw_model.eval()
+    if was_training:
+        raw_model.eval()
     chunks: dict[str, list[Tensor]] = {task: [] for task in tasks}
+    if len(data) == 0:
+        _check_empty(raw_model, data)
+        chunks = {task: [torch.zeros(0, classes or 1)] for task, classes in tasks.items()}
     try:
         for start in range(0, len(data), batch_size):
-            batch = data[torch.arange(start, min(start + batch_size, len(data)))].to(device, non_blocking=True)
-            outputs = raw_model(batch.inputs, batch.named_mask, batch.step_mask)
+            rows = None if len(data) <= batch_size else torch.arange(start, min(start + batch_size, len(data)))
+            batch = _batch(data, rows).to(device, non_blocking=True)
+            # nothing masked: no mask, so the fusion takes its sample-independent path (the same outputs)
+            mask_by_name = None if bool(batch.mask.all()) else batch.named_mask
+            outputs = raw_model(batch.inputs, mask_by_name, batch.step_mask)
             for task in tasks:
                 chunks[task].append(outputs[task].float().cpu())
     finally:
-        raw_model.train(was_training)
+        if was_training:
+            raw_model.train()
     results = {task: torch.cat(parts) for task, parts in chunks.items()}
     if logits:
         return results
@@ -134,6 +151,47 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
                          f"are {model_names}")
     to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
     return to_model[targets]
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``device`` as a tensor on it reports it: ``"cuda"`` (no index) is the current CUDA device ``cuda:N``."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _batch(data, rows: Tensor | None):
+    """The samples ``rows`` of ``data`` as a batch; all of them (``rows=None``) without a gather (the stored tensors:
+    one-sample predict pays for no copy)."""
+    from mmgraph.data import MultiModalBatch
+
+    if rows is not None:
+        return data[rows]
+    return MultiModalBatch(data.features, data.mask, {}, data.step_mask)
+
+
+def _features_as_floats(data: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``data`` with the integer (and bool) arrays of the model's float modalities (``input_spec``) cast to
+    float32: there they are feature values, which a :class:`~mmgraph.data.MultiModalDataset` would otherwise store
+    as token ids (and refuse when negative)."""
+    spec = getattr(model, "input_spec", {})
+    floats = {}
+    for name, x in data.items():
+        if spec.get(name, {}).get("dtype") == "float":
+            if isinstance(x, Tensor) and not (x.is_floating_point() or x.is_complex()):
+                x = x.float()
+            elif isinstance(x, np.ndarray) and x.dtype.kind in "biu":
+                x = x.astype(np.float32)
+        floats[name] = x
+    return floats
+
+
+def _check_empty(model: nn.Module, data) -> None:
+    """The checks a forward pass would make of 0 samples' inputs (shapes, dtypes), without running the model, whose
+    fusions refuse an empty batch."""
+    check = getattr(model, "_check_inputs", None)
+    if check is not None:
+        check(data[torch.arange(0)].inputs)
 
 
 def _check_modalities(arg: str, modalities: list[str], model: nn.Module) -> None:
