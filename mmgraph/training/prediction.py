@@ -28,8 +28,11 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
         data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw arrays
             ``{modality: ndarray | Tensor [N, ...]}`` in any key order (``mask`` optional). Modalities are matched
             to the model's by name.
-        mask: only with a dict ``data``: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
-            follow ``data``'s key order; True = present (a masked entry may hold NaN).
+        mask: with a dict ``data``: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
+            follow ``data``'s key order; True = present (a masked entry may hold NaN). With a dataset: modalities
+            to remove at test time, ``BoolTensor[N, M]`` in ``data.modalities`` order or ``{modality: BoolTensor[N]}``,
+            and-ed with the dataset's own mask; every sample must keep a present modality (draw test-time drops
+            with :func:`mmgraph.data.drop_modalities` of ``data.mask``, which guarantees it).
         logits: return the raw outputs ``Tensor[N, C]`` per task.
         proba: return class probabilities ``Tensor[N, C]`` (softmax) for classification tasks (regression tasks
             give their values ``Tensor[N]``).
@@ -51,10 +54,11 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
         raise ValueError("logits, proba: pick one; logits=True gives raw scores, proba=True probabilities")
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
+    removal = None
     if isinstance(data, Mapping):
         data = MultiModalDataset(_features_as_floats(data, raw_model), None, mask=mask)
-    elif mask is not None:
-        raise ValueError("mask: only used with a dict of arrays; a MultiModalDataset carries its own mask")
+    elif isinstance(data, MultiModalDataset) and mask is not None:
+        removal = _test_time_mask(data, mask)
     elif not isinstance(data, MultiModalDataset):
         hint = (" (a MultiModalBatch: pass predict(model, batch.inputs, mask=batch.named_mask))"
                 if hasattr(data, "inputs") else "")
@@ -78,6 +82,8 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
         for start in range(0, len(data), batch_size):
             rows = None if len(data) <= batch_size else torch.arange(start, min(start + batch_size, len(data)))
             batch = _batch(data, rows).to(device, non_blocking=True)
+            if removal is not None:
+                batch.mask = (removal if rows is None else removal[rows]).to(device)
             # nothing masked: no mask, so the fusion takes its sample-independent path (the same outputs)
             mask_by_name = None if bool(batch.mask.all()) else batch.named_mask
             outputs = raw_model(batch.inputs, mask_by_name, batch.step_mask)
@@ -151,6 +157,30 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
                          f"are {model_names}")
     to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
     return to_model[targets]
+
+
+def _test_time_mask(data, mask) -> Tensor:
+    """``data.mask & mask`` (``BoolTensor[N, M]``) after checking ``mask`` and that no sample is left empty."""
+    from mmgraph.data.dataset import _check_mask
+
+    if isinstance(mask, Mapping):
+        unknown = [m for m in mask if m not in data.modalities]
+        if unknown:
+            raise ValueError(f"mask: unknown modalities {unknown}; expected some of {data.modalities}")
+    elif not isinstance(mask, (Tensor, np.ndarray)):
+        raise TypeError(f"mask: expected a BoolTensor [N, M] or {{modality: BoolTensor [N]}}, got "
+                        f"{type(mask).__name__}")
+    try:
+        combined = data.mask & _check_mask(mask, data.modalities, len(data))
+    except ValueError as error:
+        raise ValueError(f"{error} (predict's test-time mask, {len(data)} samples, modalities "
+                         f"{data.modalities})") from None
+    empty = (~combined.any(1)).nonzero().squeeze(1)
+    if empty.numel():
+        raise ValueError(f"mask: with the dataset's own mask, {empty.numel()} samples have every modality masked "
+                         f"(first: {empty[:5].tolist()}); draw test-time drops with "
+                         "mmgraph.data.drop_modalities(data.mask, rate), which keeps one present modality per sample")
+    return combined
 
 
 def _indexed(device: torch.device) -> torch.device:
