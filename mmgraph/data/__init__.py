@@ -5,6 +5,7 @@ the offline audio-visual benchmark av-digits and synthetic generators (:mod:`mmg
 from mmgraph.data.affect import binary_sentiment, load_mosei, load_mosi
 from mmgraph.data.avdigits import load_avdigits
 from mmgraph.data.avmnist import load_avmnist
+from mmgraph.data.columns import pad_ragged
 from mmgraph.data.dataset import (MultiModalBatch, MultiModalDataset, standardization_stats, standardize,
                                   stratified_split)
 from mmgraph.data.synthetic import make_interaction, make_raw, make_temporal, random_modality_mask
@@ -24,6 +25,7 @@ __all__ = [
     "make_interaction",
     "make_raw",
     "make_temporal",
+    "pad_ragged",
     "random_modality_mask",
     "standardization_stats",
     "standardize",

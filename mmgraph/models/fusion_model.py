@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from mmgraph.data.dataset import _check_class_names
 from mmgraph.fusion import build_fusion
 from mmgraph.models import factory
-from mmgraph.models.preprocessing import Standardize, _check_standardized_shape, _describe
+from mmgraph.models.preprocessing import Standardize, _check_standardized_shape, _describe, check_input_spec, prepare
 from mmgraph.models.serialization import load_model, save_model
 from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import tracing
@@ -59,6 +59,10 @@ class FusionModel(nn.Module):
             :class:`Standardize` modules, so raw features go in at train and predict time).
         class_names: ``{task: [name of class 0, ...]}``, carried in the saved file.
         string_labels: tasks whose labels are names: :func:`mmgraph.training.predict` returns them as strings.
+        input_kinds: ``{modality: "vector" | "sequence" | "image" | "text"}``: how :meth:`prepare` reads raw
+            columns (default: detected from the columns).
+        fixed_steps: ``{modality: T}`` for sequences fused step by step as aligned temporal nodes: :meth:`prepare`
+            pads (or trims padding) to exactly ``T`` steps, so the graph never depends on how a batch was padded.
 
     Shapes:
         ``forward(inputs, mask, step_mask)`` with ``inputs = {m: Tensor[B, ...]}`` (every modality of
@@ -84,6 +88,8 @@ class FusionModel(nn.Module):
         input_stats: Mapping[str, tuple[Tensor, Tensor]] | None = None,
         class_names: Mapping[str, Sequence[str]] | None = None,
         string_labels: Sequence[str] = (),
+        input_kinds: Mapping[str, str] | None = None,
+        fixed_steps: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(encoders, Mapping) or not encoders:
@@ -121,6 +127,8 @@ class FusionModel(nn.Module):
             "fusion_kwargs": dict(fusion_kwargs or {}), "modality_dropout": self.modality_dropout,
             "head_hidden": head_hidden, "head_dropout": float(head_dropout), "class_names": self.class_names,
             "string_labels": list(self.string_labels)}
+        self.input_kinds, self.fixed_steps = check_input_spec(self.modalities, input_kinds, fixed_steps)
+        self._config.update(input_kinds=dict(self.input_kinds), fixed_steps=dict(self.fixed_steps))
         from mmgraph.encoders import build_encoder
 
         encoders = {name: build_encoder(e["name"], dim, **{k: v for k, v in e.items() if k != "name"})
@@ -191,6 +199,26 @@ class FusionModel(nn.Module):
         """
         return load_model(cls, path, map_location)
 
+    def prepare(self, columns, mask=None, step_mask=None
+                ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor] | None]:
+        """Raw columns -> this model's inputs: the preprocessing every entry point applies (``predict``,
+        ``evaluate``, :meth:`explain`, the scikit-learn estimators, the CLI).
+
+        Args:
+            columns: ``{modality: column}`` or a pandas ``DataFrame`` in the forms of
+                :meth:`MultiModalDataset.from_columns <mmgraph.data.MultiModalDataset.from_columns>` (strings,
+                ragged lists, ``None`` for a missing entry, arrays, images), read with the kinds the model was
+                trained on; or a :class:`~mmgraph.data.MultiModalDataset`.
+            mask: ``{modality: bool [N]}`` or ``bool [N, M]`` (columns in ``columns``' key order), True = present;
+                combined with the ``None`` entries.
+            step_mask: ``{modality: bool [N, T]}`` for padded arrays ``[N, T, D]`` (True = real step).
+
+        Returns:
+            ``(inputs {modality: Tensor[N, ...]}, mask {modality: BoolTensor[N]}, step_mask {modality:
+            BoolTensor[N, T]} | None)``, ready for :meth:`forward` (tensors on CPU).
+        """
+        return prepare(self, columns, mask, step_mask)
+
     @property
     def aux_loss(self) -> Tensor | None:
         """The fusion's auxiliary loss of the last forward (e.g. Seq2Seq translation loss), or None."""
@@ -225,6 +253,12 @@ class FusionModel(nn.Module):
         if gnn is None or not hasattr(gnn, "explain"):
             raise TypeError(f"explain: needs the 'gnn' fusion (attention over the modality graph); this model "
                             f"fuses with {type(self.fusion).__name__}")
+        if not _all_tensors(inputs):  # raw columns or arrays: the model's own preprocessing
+            inputs, mask, step_mask = self.prepare(inputs, mask, step_mask)
+            device = next(iter(self.parameters())).device
+            inputs = {name: x.to(device) for name, x in inputs.items()}
+            mask = {name: m.to(device) for name, m in mask.items()}
+            step_mask = None if step_mask is None else {name: m.to(device) for name, m in step_mask.items()}
         was_training = self.training
         self.eval()
         try:
@@ -276,6 +310,11 @@ class FusionModel(nn.Module):
                 embedding = self.encoders[name](x, step_mask=step_mask[name])
             else:
                 embedding = self.encoders[name](x)
+            if isinstance(embedding, tuple):  # (embedding [B, T_out, D], its own step mask [B, T_out] | None)
+                embedding, out_steps = embedding
+                step_mask.pop(name, None)
+                if out_steps is not None:
+                    step_mask[name] = out_steps
             if not isinstance(embedding, Tensor) or embedding.dim() not in (2, 3) \
                     or embedding.shape[0] != batch or embedding.shape[-1] != self.dim:
                 got = tuple(embedding.shape) if isinstance(embedding, Tensor) else type(embedding).__name__
@@ -370,6 +409,11 @@ class FusionModel(nn.Module):
                              f"inputs come in the order {order}; pass the mask by name as {{modality: "
                              "BoolTensor[B]}, or order inputs and mask columns as the model's modalities")
         return mask.to(device)
+
+
+def _all_tensors(inputs: Any) -> bool:
+    """Whether ``inputs`` is already a dict of tensors (what :meth:`FusionModel.forward` takes)."""
+    return isinstance(inputs, Mapping) and all(isinstance(x, Tensor) for x in inputs.values())
 
 
 def _head(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.Module:

@@ -20,16 +20,21 @@ __all__ = ["evaluate", "predict"]
 
 @torch.no_grad()
 def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.device = "auto",
-            logits: bool = False, proba: bool = False, mask=None) -> dict[str, Any]:
+            logits: bool = False, proba: bool = False, mask=None, step_mask=None) -> dict[str, Any]:
     """Predictions of ``model`` for every sample of ``data``, on CPU.
 
     Args:
         model: a :class:`~mmgraph.models.FusionModel` (trained, or loaded with ``FusionModel.load``).
-        data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw arrays
-            ``{modality: ndarray | Tensor [N, ...]}`` in any key order (``mask`` optional). Modalities are matched
-            to the model's by name.
-        mask: only with a dict ``data``: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
+        data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw columns ``{modality:
+            column}`` / a pandas ``DataFrame`` in any key order: arrays ``[N, ...]``, strings, ragged lists of
+            ``[T_i, D]`` arrays, ``None`` for a missing entry (the forms of ``MultiModalDataset.from_columns``).
+            Modalities are matched to the model's by name, and the model's own preprocessing
+            (:meth:`FusionModel.prepare <mmgraph.models.FusionModel.prepare>`: kinds, tokenisation, padding, step
+            masks) is applied, so padding never reaches a prediction.
+        mask: only with columns: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
             follow ``data``'s key order; True = present (a masked entry may hold NaN).
+        step_mask: only with columns: ``{modality: bool array [N, T]}`` for padded arrays ``[N, T, D]`` (True =
+            real step).
         logits: return the raw outputs ``Tensor[N, C]`` per task.
         proba: return class probabilities ``Tensor[N, C]`` (softmax) for classification tasks (regression tasks
             give their values ``Tensor[N]``).
@@ -46,10 +51,15 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
         raise ValueError("logits, proba: pick one; logits=True gives raw scores, proba=True probabilities")
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
-    if isinstance(data, Mapping):
-        data = MultiModalDataset(data, None, mask=mask)
-    elif mask is not None:
-        raise ValueError("mask: only used with a dict of arrays; a MultiModalDataset carries its own mask")
+    columns = isinstance(data, Mapping) or _is_dataframe(data)
+    if not columns and (mask is not None or step_mask is not None):
+        raise ValueError("mask, step_mask: only used with a dict of columns; a MultiModalDataset carries its own "
+                         "masks")
+    if hasattr(raw_model, "prepare") and (columns or isinstance(data, MultiModalDataset)):
+        inputs, mask, step_mask = raw_model.prepare(data, mask, step_mask)
+        data = MultiModalDataset(inputs, None, mask=mask, step_mask=step_mask)
+    elif columns:
+        data = MultiModalDataset(data, None, mask=mask, step_mask=step_mask)
     elif not isinstance(data, MultiModalDataset):
         hint = (" (a MultiModalBatch: pass predict(model, batch.inputs, mask=batch.named_mask))"
                 if hasattr(data, "inputs") else "")
@@ -134,6 +144,10 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
                          f"are {model_names}")
     to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
     return to_model[targets]
+
+
+def _is_dataframe(data: Any) -> bool:
+    return hasattr(data, "columns") and hasattr(data, "iloc") and hasattr(data, "to_dict")
 
 
 def _check_modalities(arg: str, modalities: list[str], model: nn.Module) -> None:
