@@ -7,7 +7,10 @@
   named by ``modalities`` when it is a dict, else ``"view0"``, ``"view1"``, ...);
 * a dict ``{modality: array [N, F]}`` (matched by name);
 * one 2-D array ``[N, F0 + F1 + ...]`` split into views by ``modalities={name: n_columns}`` in that order -- the
-  form scikit-learn's splitters, searches and pipelines pass around.
+  form scikit-learn's splitters, searches and pipelines pass around;
+* raw columns: a dict (or pandas ``DataFrame``) holding strings, ragged lists of ``[T_i, D]`` arrays, images or
+  ``None`` entries, read as ``MultiModalDataset.from_columns`` reads them (the model's own preprocessing applies
+  at predict time).
 
 >>> from sklearn.model_selection import cross_val_score
 >>> clf = MultiModalClassifier(modalities={"fou": 76, "fac": 216}, fusion="gnn", random_state=0)
@@ -25,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from mmgraph.data import MultiModalDataset, stratified_split
+from mmgraph.data.columns import as_columns
 
 __all__ = ["MultiModalClassifier", "MultiModalRegressor"]
 
@@ -80,7 +84,8 @@ class _MultiModalEstimator(BaseEstimator):
         views = self._views(X, fitting=True)
         targets = self._encode_targets(y, len(next(iter(views.values()))))
         seed = 0 if self.random_state is None else int(self.random_state)
-        dataset = MultiModalDataset(views, targets, task_types={"label": self._num_outputs})
+        dataset = MultiModalDataset.from_columns(views, targets) if self.n_features_per_view_ is None \
+            else MultiModalDataset(views, targets, task_types={"label": self._num_outputs})
         train, val = dataset, None
         if self.validation_fraction and self.patience is not None:
             train_idx, val_idx, _ = stratified_split(dataset, test_size=0.0, val_size=self.validation_fraction,
@@ -104,7 +109,14 @@ class _MultiModalEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ inputs
     def _views(self, X, fitting: bool) -> dict[str, np.ndarray]:
-        """``X`` as ``{modality: float array [N, F]}``; at predict time it must match what ``fit`` saw."""
+        """``X`` as ``{modality: float array [N, F]}`` (or raw columns, kept as they are); at predict time it must
+        match what ``fit`` saw."""
+        if _is_raw(X):
+            if not fitting and self.n_features_per_view_ is not None:
+                raise ValueError(f"X: raw columns, but fit saw numeric views {self.n_features_per_view_}")
+            if fitting:
+                self.n_features_per_view_ = None
+            return as_columns(X, "X")
         if isinstance(X, Mapping):
             views = {str(name): _as_2d(f"X[{name!r}]", value) for name, value in X.items()}
         elif isinstance(X, (list, tuple)) and X and all(np.ndim(view) == 2 for view in X):
@@ -126,6 +138,8 @@ class _MultiModalEstimator(BaseEstimator):
         shapes = {name: view.shape[1] for name, view in views.items()}
         if fitting:
             self.n_features_per_view_ = shapes
+        elif self.n_features_per_view_ is None:
+            raise ValueError(f"X: numeric views {shapes}, but fit saw raw columns; pass the same kind of columns")
         elif shapes != self.n_features_per_view_:
             raise ValueError(f"X: views {shapes} differ from those seen in fit {self.n_features_per_view_}")
         return views
@@ -180,6 +194,24 @@ class MultiModalRegressor(RegressorMixin, _MultiModalEstimator):
     def predict(self, X) -> np.ndarray:
         """Predicted values ``[N]``."""
         return self._outputs(X, proba=False).squeeze(-1).numpy()
+
+
+def _is_raw(X) -> bool:
+    """Whether ``X`` is raw columns: a DataFrame, or a dict with a column that is not a numeric 2-D array."""
+    if hasattr(X, "columns") and hasattr(X, "iloc"):
+        return True
+    if not isinstance(X, Mapping):
+        return False
+    for value in X.values():
+        if isinstance(value, (list, tuple)) and any(entry is None or isinstance(entry, str) for entry in value):
+            return True
+        try:
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        except ValueError:  # ragged entries
+            return True
+        if array.ndim != 2 or array.dtype.kind not in "biuf":
+            return True
+    return False
 
 
 def _as_2d(arg: str, value) -> np.ndarray:

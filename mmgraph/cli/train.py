@@ -59,13 +59,16 @@ DEFAULTS: dict[str, Any] = {"epochs": 100, "patience": 15, "batch_size": 64, "lr
 def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
     """A user's data set from a ``.npz`` file as a :class:`~mmgraph.data.MultiModalDataset`.
 
-    The file holds one array per modality under its name (``[N, ...]``), the targets under ``label`` (or the keys
-    named in ``targets``; integer arrays are classes, float arrays regression) and, optionally, boolean
-    ``<modality>_mask`` arrays ``[N]`` (True = present). Every other key is a modality.
+    The file holds one array per modality under its name (``[N, ...]``; a unicode string array ``[N]`` is text),
+    the targets under ``label`` (or the keys named in ``targets``; integer arrays are classes, float arrays
+    regression, strings class names) and, optionally, boolean ``<modality>_mask`` arrays ``[N]`` (True = present)
+    and ``<modality>_step_mask`` arrays ``[N, T]`` (True = real step of a padded sequence ``[N, T, D]``; see
+    :func:`mmgraph.data.pad_ragged`). Every other key is a modality.
     """
     import numpy as np
 
     from mmgraph.data import MultiModalDataset
+    from mmgraph.data.columns import column_to_tensor
 
     path = Path(path)
     if not path.is_file():
@@ -78,23 +81,48 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
     if missing:
         raise ValueError(f"--data: {str(path)!r} has no target arrays {missing} (--targets); its keys are "
                          f"{sorted(arrays)}")
-    masks = {key[:-len("_mask")]: arrays.pop(key) for key in list(arrays) if key.endswith("_mask")
-             and key not in targets}
     labels = {key: arrays.pop(key) for key in targets}
-    unknown = [f"{name}_mask" for name in masks if name not in arrays]
+    step_masks = {key[:-len("_step_mask")]: arrays.pop(key) for key in list(arrays) if key.endswith("_step_mask")}
+    masks = {key[:-len("_mask")]: arrays.pop(key) for key in list(arrays) if key.endswith("_mask")}
+    unknown = [f"{name}_mask" for name in masks if name not in arrays] + \
+        [f"{name}_step_mask" for name in step_masks if name not in arrays]
     if unknown:
         raise ValueError(f"--data: mask arrays {unknown} name no modality; modalities are {sorted(arrays)}")
     for name, mask in masks.items():
         if mask.dtype != np.bool_ or mask.shape != arrays[name].shape[:1]:
             raise ValueError(f"--data: {name}_mask: expected a boolean array of shape {arrays[name].shape[:1]}, got "
                              f"{mask.dtype} {mask.shape}")
+    for name, steps in step_masks.items():
+        if steps.dtype != np.bool_ or arrays[name].ndim != 3 or steps.shape != arrays[name].shape[:2]:
+            raise ValueError(f"--data: {name}_step_mask: expected a boolean array of shape {arrays[name].shape[:2]} "
+                             f"for a padded sequence {name} [N, T, D], got {steps.dtype} {steps.shape} (and "
+                             f"{name} of shape {arrays[name].shape})")
     if not arrays:
         raise ValueError(f"--data: {str(path)!r} holds no modality arrays besides the targets {list(targets)}")
-    flat = [name for name, array in arrays.items() if array.ndim < 2]
+    texts = [name for name, array in arrays.items() if array.dtype.kind in "US"]
+    flat = [name for name, array in arrays.items() if array.ndim < 2 and name not in texts]
     if flat:
         raise ValueError(f"--data: {flat[0]!r} is one value per sample (shape {arrays[flat[0]].shape}); a modality "
-                         "needs [N, F] features: name it in --targets if it is a target, or store it as [N, 1]")
-    return MultiModalDataset(arrays, labels, mask=masks or None, name=path.stem)
+                         "needs [N, F] features (a unicode string array [N] is text): name it in --targets if it "
+                         "is a target, or store it as [N, 1]")
+    features, kinds = {}, {}
+    for name, array in arrays.items():
+        kinds[name], features[name], _, _ = column_to_tensor(name, array.tolist() if name in texts else array)
+    dataset = MultiModalDataset(features, labels, mask=masks or None, step_mask=step_masks or None, name=path.stem)
+    if texts or step_masks:  # the user's own raw forms: the defaults of MultiModalDataset.from_columns
+        dataset.kinds = kinds
+    return dataset
+
+
+def _encoder_choices(values: Sequence[str] | None) -> dict[str, str]:
+    """``--encoder MODALITY=KIND ...`` as ``{modality: encoder name}``."""
+    choices = {}
+    for value in values or ():
+        name, sep, kind = value.partition("=")
+        if not sep or not name or not kind:
+            raise ValueError(f"--encoder: expected MODALITY=KIND (e.g. image=spatial_cnn), got {value!r}")
+        choices[name] = kind
+    return choices
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,11 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=DATASETS)
     source.add_argument("--data", type=Path, metavar="FILE.npz",
-                        help="your data: one array per modality under its name, targets under 'label' (or "
-                             "--targets), optional boolean '<modality>_mask' arrays [N]")
+                        help="your data: one array per modality under its name (unicode string arrays [N] are "
+                             "text), targets under 'label' (or --targets), optional boolean '<modality>_mask' "
+                             "arrays [N] and '<modality>_step_mask' arrays [N, T] for padded sequences")
     parser.add_argument("--targets", nargs="+", default=["label"], metavar="KEY",
                         help="target arrays of --data (default: label); integer = classes, float = regression")
     parser.add_argument("--fusion", default="gnn", help="a registered fusion name (default: gnn)")
+    parser.add_argument("--encoder", nargs="+", default=None, metavar="MODALITY=KIND",
+                        help="choose a modality's encoder (e.g. image=spatial_cnn audio=conv1d text=vocab_text); "
+                             "default: chosen per kind by FusionModel.from_dataset")
     parser.add_argument("--epochs", type=_number(int, 1), default=DEFAULTS["epochs"])
     parser.add_argument("--patience", type=_number(int, 1), default=DEFAULTS["patience"],
                         help="epochs without validation improvement before stopping")
@@ -131,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     gnn.add_argument("--relations", default=None, help="complete, star, star:<modality> or chain")
     gnn.add_argument("--readout", choices=("mean", "max", "sum", "attention"), default=None)
     gnn.add_argument("--temporal-window", type=_number(int, 0), default=None,
-                     help="sequence modalities: edges between steps up to this far apart")
+                     help="sequence modalities: edges between steps up to this far apart (default: 2 when some "
+                          "modality gives temporal nodes)")
     gnn.add_argument("--edge-pruning", type=_number(float, 0, below=1), default=None,
                      help="GAT/GATv2: fraction of each node's in-edges dropped after every layer, lowest attention "
                           "first (MTAG-style; default 0 = off)")
@@ -231,7 +264,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         seed_everything(args.seed)
         # the statistics live in the model (buffers), so a --save-model file takes raw arrays at predict time
         model = FusionModel.from_dataset(train, args.fusion, dim=args.dim, modality_dropout=args.modality_dropout,
-                                         fusion_kwargs=gnn_options, standardize=args.standardize)
+                                         fusion_kwargs=gnn_options, standardize=args.standardize,
+                                         encoders=_encoder_choices(args.encoder))
         result = fit(model, train, val, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                      epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                      label_smoothing=args.label_smoothing, scheduler=args.scheduler, device=args.device,

@@ -93,7 +93,8 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
     specs: dict[str, dict[str, Any]] = {}
     for name, shape in shapes.items():
         if name in overrides:
-            specs[name] = _override(dataset, name, overrides[name], kinds[name])
+            specs[name] = _override(dataset, name, overrides[name], kinds[name], text_model,
+                                    text_nodes if unaligned else "sentence")
         elif kinds[name] == "vector":
             specs[name] = {"name": encoder, "in_dim": shape[0], **(encoder_kwargs or {})}
         elif kinds[name] == "image":
@@ -167,7 +168,7 @@ def _text_spec(dataset, name: str, text_model: str | None, nodes: str) -> dict[s
             "max_tokens": max(1, min(longest, MAX_TOKENS))}
 
 
-def _override(dataset, name: str, spec: Any, kind: str) -> dict[str, Any]:
+def _override(dataset, name: str, spec: Any, kind: str, text_model: str | None, nodes: str) -> dict[str, Any]:
     """``encoders[name]`` as a full spec: a dict is taken as is; a name gets the widths read from the data."""
     if isinstance(spec, Mapping):
         return dict(spec)
@@ -178,7 +179,12 @@ def _override(dataset, name: str, spec: Any, kind: str) -> dict[str, Any]:
     if spec in ("cnn", "spatial_cnn") and kind == "image":
         return {**_image_spec(shape), "name": spec} if spec == "spatial_cnn" else \
             {"name": "cnn", "in_channels": shape[0]}
-    if spec in ("mlp", "gru", "lstm", "conv1d") and kind in ("vector", "sequence"):
+    if spec in ("mlp", "gru", "lstm") and kind in ("vector", "sequence"):
+        return {"name": spec, "in_dim": shape[-1]}
+    if spec in ("pretrained_text", "vocab_text") and kind == "text":
+        return _text_spec(dataset, name, (text_model or DEFAULT_TEXT_MODEL) if spec == "pretrained_text" else None,
+                          nodes)
+    if spec == "conv1d" and kind == "sequence":
         return {"name": spec, "in_dim": shape[-1]}
     if spec == "spectrogram_frames" and kind == "image":
         return {"name": spec, "frequencies": shape[0] * shape[1]}
