@@ -1,0 +1,161 @@
+"""Raw columns (issue 18): MultiModalDataset.from_columns, pad_ragged, FusionModel.prepare behind predict, and the
+sentiment researcher's round trip (raw columns -> fit -> save -> a fresh process -> predict)."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmgraph import FusionModel, MultiModalDataset, fit, predict
+from mmgraph.data import pad_ragged
+from mmgraph.data.synthetic import make_sentiment
+
+
+# ---------------------------------------------------------------------------------------------------- from_columns
+def test_from_columns_detects_each_kind_and_marks_none_missing():
+    columns = {"text": ["good film", None, "bad"], "audio": [np.ones((3, 2)), np.ones((5, 2)), None],
+               "image": np.zeros((3, 8, 8)), "pixels": np.zeros((3, 1, 4, 4)), "score": [1.0, 2.0, 3.0],
+               "frames": np.zeros((3, 4, 2))}
+    ds = MultiModalDataset.from_columns(columns, np.array([0, 1, 0]), kinds={"image": "image"})
+    assert ds.kinds == {"text": "text", "audio": "sequence", "image": "image", "pixels": "image",
+                        "score": "vector", "frames": "sequence"}
+    assert ds.input_shapes["image"] == (1, 8, 8) and ds.input_shapes["audio"] == (5, 2)
+    assert ds.input_shapes["score"] == (1,)
+    named = {name: ds.mask[:, m].tolist() for m, name in enumerate(ds.modalities)}
+    assert named["text"] == [True, False, True] and named["audio"] == [True, True, False]
+    assert ds.step_mask["audio"].sum(1).tolist() == [3, 5, 0]
+    assert ds.subset([0, 1]).kinds == ds.kinds  # kinds survive splits
+
+
+def test_from_columns_accepts_a_dataframe_with_a_target_column():
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"text": ["a b", None, "c"], "x": [0.5, 1.5, 2.5], "y": ["pos", "neg", "pos"]})
+    ds = MultiModalDataset.from_columns(frame, "y")
+    assert ds.modalities == ["text", "x"] and ds.kinds["text"] == "text"
+    assert ds.class_names == {"label": ["neg", "pos"]} and ds.mask[:, 0].tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("columns, kinds, message", [
+    ({"a": [np.ones((3, 2)), np.ones((4, 3))]}, None, "same feature width D, got widths [2, 3]"),
+    ({"a": ["text", np.ones(3)]}, None, "a string among numeric entries"),
+    ({"a": [None, None]}, None, "every entry is None"),
+    ({"a": np.zeros((4, 5))}, {"a": "image"}, "cannot be kind 'image'"),
+    ({"a": ["x", "y"]}, {"a": "vector"}, "holds strings"),
+    ({"a": [np.ones((0, 2))]}, None, "T >= 1"),
+])
+def test_from_columns_errors_name_the_column_and_never_dump_arrays(columns, kinds, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)) as error:
+        MultiModalDataset.from_columns(columns, None, kinds=kinds)
+    assert "columns['a']" in str(error.value) or "kinds['a']" in str(error.value)
+    assert "array(" not in str(error.value) and len(str(error.value)) < 300
+
+
+def test_pad_ragged_pads_at_the_end_with_step_and_sample_masks():
+    padded, step_mask, mask = pad_ragged([np.arange(6.0).reshape(3, 2), None, np.ones(2)[:, None].repeat(2, 1)])
+    assert padded.shape == (3, 3, 2) and padded.dtype == np.float32
+    assert step_mask.tolist() == [[True, True, True], [False, False, False], [True, True, False]]
+    assert mask.tolist() == [True, False, True]
+    assert np.array_equal(padded[0], np.arange(6.0).reshape(3, 2)) and not padded[1].any()
+
+
+# ---------------------------------------------------------------------------------------------------- the researcher
+@pytest.fixture(scope="module")
+def sentiment_model(tmp_path_factory):
+    """A GNN trained for 2 epochs on 96 raw utterances (vocabulary text encoder), saved to a file."""
+    columns, score = make_sentiment(96, seed=0)
+    ds = MultiModalDataset.from_columns(columns, score)
+    model = FusionModel.from_dataset(ds, "gnn", seed=0, text_model=None, standardize=True)
+    fit(model, ds, epochs=2, batch_size=32, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("sentiment") / "model.mmg"
+    model.save(path)
+    return model, path
+
+
+def test_sentiment_defaults_give_the_gnn_temporal_nodes(sentiment_model):
+    model, _ = sentiment_model
+    specs = model.config()["encoders"]
+    assert specs["text"]["name"] == "vocab_text" and specs["text"]["nodes"] == "tokens"
+    assert specs["audio"] == {"name": "conv1d", "in_dim": 8, "segments": 8}
+    assert model.config()["fusion_kwargs"]["temporal_window"] == 2
+    assert model.input_kinds == {"text": "text", "audio": "sequence", "visual": "sequence"}
+
+
+def test_raw_columns_predict_identically_in_a_fresh_process(sentiment_model):
+    model, path = sentiment_model
+    new, _ = make_sentiment(5, seed=1)
+    expected = predict(model, new)["label"]
+    code = ("import json, sys; from mmgraph import FusionModel, predict; from mmgraph.data.synthetic import "
+            f"make_sentiment; new, _ = make_sentiment(5, seed=1); model = FusionModel.load({str(path)!r}); "
+            "print(json.dumps(predict(model, new)['label'].tolist()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected.tolist()
+
+
+def test_padding_never_reaches_a_prediction(sentiment_model):
+    """The same utterances padded to two lengths (explicit step masks) give the predictions of the ragged lists;
+    without step masks the zero frames would count as real ones (what predict did before prepare)."""
+    model, _ = sentiment_model
+    new, _ = make_sentiment(5, seed=1)
+    ragged = predict(model, new)["label"]
+    audio, steps, _ = pad_ragged(new["audio"])
+    longer = np.concatenate([audio, np.zeros((5, 40, audio.shape[2]), np.float32)], axis=1)
+    longer_steps = np.concatenate([steps, np.zeros((5, 40), bool)], axis=1)
+    for padded, step_mask in ((audio, steps), (longer, longer_steps)):
+        got = predict(model, {**new, "audio": padded}, step_mask={"audio": step_mask})["label"]
+        torch.testing.assert_close(got, ragged, rtol=0, atol=1e-6)
+    leaked = predict(model, {**new, "audio": longer})["label"]  # no step mask: padding read as frames
+    assert (leaked - ragged).abs().max() > 1e-3
+
+
+def test_prepare_reports_the_modality_and_never_dumps_arrays(sentiment_model):
+    model, _ = sentiment_model
+    new, _ = make_sentiment(3, seed=1)
+    with pytest.raises(ValueError, match=r"missing \['visual'\]"):
+        model.prepare({"text": new["text"], "audio": new["audio"]})
+    with pytest.raises(ValueError, match="kinds\\['text'\\]: 'text' given") as error:
+        model.prepare({**new, "text": [np.ones(2)] * 3})
+    assert "array(" not in str(error.value)
+    inputs, mask, step_mask = model.prepare(new)
+    assert inputs["text"].dtype == torch.int64 and set(step_mask) == {"audio", "visual"}
+    assert mask["visual"].tolist() == [v is not None for v in new["visual"]]
+
+
+def test_explain_and_evaluate_take_raw_columns(sentiment_model):
+    from mmgraph import evaluate
+
+    model, _ = sentiment_model
+    new, score = make_sentiment(4, seed=2)
+    explanation = model.explain(new)
+    assert explanation["node_modality"].count("audio") == 8 and explanation["node_modality"].count("text") > 1
+    metrics = evaluate(model, MultiModalDataset.from_columns(new, score))["label"]
+    assert np.isfinite(metrics["mae"])
+
+
+def test_make_sentiment_is_reproducible_and_in_range():
+    columns, score = make_sentiment(200, seed=3)
+    again, score_again = make_sentiment(200, seed=3)
+    assert columns["text"] == again["text"] and np.array_equal(score, score_again)
+    lengths = [len(a) for a in columns["audio"]]
+    missing = sum(v is None for v in columns["visual"]) / 200
+    assert 20 <= min(lengths) and max(lengths) <= 120 and 0.1 < missing < 0.3
+    assert score.min() >= -3.5 and score.max() <= 3.5 and score.std() > 1.0
+
+
+def test_cli_npz_with_text_and_step_masks(tmp_path):
+    from mmgraph.cli.train import load_npz
+
+    columns, score = make_sentiment(20, seed=0)
+    audio, audio_steps, _ = pad_ragged(columns["audio"])
+    path = tmp_path / "mine.npz"
+    np.savez(path, text=np.array(columns["text"]), audio=audio, audio_step_mask=audio_steps, label=score)
+    ds = load_npz(path)
+    assert ds.kinds == {"text": "text", "audio": "sequence"}
+    assert torch.equal(ds.step_mask["audio"], torch.from_numpy(audio_steps))
+    np.savez(path, text=np.array(columns["text"]), audio=audio, audio_step_mask=audio_steps[:, :3], label=score)
+    with pytest.raises(ValueError, match="audio_step_mask: expected a boolean array of shape"):
+        load_npz(path)
