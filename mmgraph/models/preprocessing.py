@@ -93,8 +93,11 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
         columns = as_columns(columns)
         inputs, masks, steps = {}, {}, {}
         for name, values in columns.items():
+            # the stored kind decides where the form alone is ambiguous (strings, [N, H, W] images); vector and
+            # sequence arrays are read as they are, and a wrong shape meets the model's own shape checks
             kind = model.input_kinds.get(name) if name in model.modalities else None
-            _, inputs[name], masks[name], found = column_to_tensor(name, values, kind)
+            _, inputs[name], masks[name], found = column_to_tensor(
+                name, values, kind if kind in ("text", "image") else None)
             if found is not None:
                 steps[name] = found
         if mask is not None:
