@@ -1,4 +1,7 @@
-"""Pictures of what a trained graph fusion attends to: one sample's modality graph with networkx + matplotlib."""
+"""Pictures of what a trained graph fusion attends to: one sample's modality graph with networkx + matplotlib.
+
+matplotlib is the optional extra ``viz`` (``pip install "mmgraph[viz]"``), imported only when a picture is drawn.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,19 @@ from typing import Any
 
 import networkx as nx
 
-__all__ = ["plot_explanation"]
+__all__ = ["plot_explanation", "pyplot"]
+
+VIZ_HINT = 'pip install "mmgraph[viz]"'
+
+
+def pyplot():
+    """``matplotlib.pyplot``, imported on first use; an ImportError that says how to install it when it is absent."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(f"drawing needs matplotlib, the optional extra `viz` of mmgraph: {VIZ_HINT} "
+                          f"({error})") from error
+    return plt
 
 
 def plot_explanation(explanation: Mapping[str, Any], sample: int = 0, layer: int = -1, ax=None):
@@ -28,10 +43,9 @@ def plot_explanation(explanation: Mapping[str, Any], sample: int = 0, layer: int
         >>> explanation = model.explain(inputs)
         >>> plot_explanation(explanation, sample=3).savefig("sample3.png")
     """
-    import matplotlib.pyplot as plt
-
     from mmgraph.gnn import explanation_to_networkx
 
+    plt = pyplot()
     edges = explanation.get("edges") if isinstance(explanation, Mapping) else None
     if not isinstance(edges, (list, tuple)) or "readout" not in explanation:
         raise TypeError("explanation: expected the dict returned by explain() (with 'edges' and 'readout'), got "

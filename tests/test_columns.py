@@ -159,3 +159,18 @@ def test_cli_npz_with_text_and_step_masks(tmp_path):
     np.savez(path, text=np.array(columns["text"]), audio=audio, audio_step_mask=audio_steps[:, :3], label=score)
     with pytest.raises(ValueError, match="audio_step_mask: expected a boolean array of shape"):
         load_npz(path)
+
+
+def test_scikit_learn_estimator_takes_raw_columns():
+    from mmgraph.sklearn import MultiModalRegressor
+
+    columns, score = make_sentiment(48, seed=0)
+    estimator = MultiModalRegressor(fusion="concat", max_epochs=2, random_state=0,
+                                    fusion_kwargs=None).set_params(validation_fraction=0)
+    estimator.fit({**columns, "text": [None if i % 5 == 0 else t for i, t in enumerate(columns["text"])]}, score)
+    assert estimator.model_.input_kinds["audio"] == "sequence"
+    new, _ = make_sentiment(3, seed=1)
+    expected = predict(estimator.model_, new)["label"].numpy()
+    np.testing.assert_array_equal(estimator.predict(new), expected)
+    with pytest.raises(ValueError, match="fit saw raw columns"):
+        estimator.predict({"text": np.zeros((3, 2)), "audio": np.zeros((3, 2)), "visual": np.zeros((3, 2))})

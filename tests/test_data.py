@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from mmgraph.data import (
     MultiModalDataset,
     load_handwritten,
     load_nutrimouse,
+    standardization_stats,
     standardize,
     stratified_split,
 )
@@ -198,6 +200,53 @@ def test_standardize_ignores_masked_samples_and_padded_steps():
     assert torch.allclose(out.features["v"][:2, 0], torch.tensor([-1.0, 1.0]))
     real = out.features["s"][out.step_mask["s"]]
     assert torch.allclose(real.mean(), torch.tensor(0.0), atol=1e-6)
+
+
+def test_standardize_features_at_1e30_keep_their_information():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=gen)
+    small, huge = (MultiModalDataset({"v": x * scale, "w": x[:, :1]}, torch.arange(60) % 2) for scale in (1.0, 1e30))
+    mean, std = standardization_stats(huge)["v"]
+    assert torch.isfinite(mean).all() and torch.isfinite(std).all()
+    assert torch.allclose(std / 1e30, standardization_stats(small)["v"][1], rtol=1e-5)
+    (z_huge,), (z_small,) = standardize(huge), standardize(small)
+    assert z_huge.features["v"].abs().max() > 1.0  # not the all-zero modality of an inf std
+    assert torch.allclose(z_huge.features["v"], z_small.features["v"], atol=1e-5)
+    # the model keeps the statistics as buffers: its standardised input is the same, not zeros
+    from mmgraph.model import FusionModel
+
+    scaler = FusionModel.from_dataset(huge, "concat", dim=4, standardize=True, seed=0).scalers["v"]
+    assert torch.allclose(scaler(huge.features["v"]), z_small.features["v"], atol=1e-5)
+
+
+def test_standardization_stats_in_chunks_equal_one_pass(monkeypatch):
+    from mmgraph.data import dataset as dataset_module
+
+    gen = torch.Generator().manual_seed(0)
+    features = {"v": 5 + 3 * torch.randn(11, 4, generator=gen), "s": torch.randn(11, 6, 2, generator=gen),
+                "img": torch.randn(11, 3, 4, 4, generator=gen)}
+    data = MultiModalDataset(features, torch.arange(11) % 2, mask={"v": torch.arange(11) % 3 > 0},
+                             step_mask={"s": torch.rand(11, 6, generator=gen) > 0.3})
+    whole = standardization_stats(data)
+    monkeypatch.setattr(dataset_module, "_STATS_CHUNK", 10)  # 1 to 5 samples per chunk
+    chunked = standardization_stats(data)
+    for name, (mean, std) in whole.items():
+        assert torch.allclose(chunked[name][0], mean, atol=1e-6) and torch.allclose(chunked[name][1], std, atol=1e-6)
+    v = data.features["v"][data.mask[:, 0]]
+    assert torch.allclose(whole["v"][0], v.mean(0, keepdim=True), atol=1e-5)
+    assert torch.allclose(whole["v"][1], v.std(0, unbiased=False, keepdim=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("labels, rows", [
+    (["a", "b", float("nan"), "a", np.nan], [2, 4]),
+    (["a", "b", None, "a", "b"], [2]),
+    (np.array(["a", None, "b", "a", "b"], dtype=object), [1]),
+    ([0, 1, None, 1, 0], [2]),
+])
+def test_missing_labels_are_refused_naming_the_rows(labels, rows):
+    with pytest.raises(ValueError, match=rf"targets\['label'\]: {len(rows)} missing labels \(NaN or None\) at rows "
+                                         rf"{re.escape(str(rows))}"):
+        MultiModalDataset({"a": torch.zeros(5, 2)}, labels)
 
 
 # ---------------------------------------------------------------------------------------------------- UCI loaders

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 import torch
 
 from mmgraph.data import MultiModalDataset, binary_sentiment, load_avdigits, load_avmnist, load_mosei, load_mosi
+from mmgraph.data.affect import UnsafePickleError, read_pickle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,6 +131,68 @@ def test_affect_missing_or_malformed_file_names_path_layout_and_source(tmp_path,
         loader(wrong)
 
 
+class _RunsCode:
+    """A pickled value that calls ``os.system`` when plain ``pickle.load`` reads it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("loader", [load_mosi, load_mosei])
+def test_affect_pickle_that_would_run_code_is_refused_naming_path_and_global(tmp_path, loader):
+    path, marker = tmp_path / "evil.pkl", tmp_path / "marker"
+    content = _write_affect(path, {"vision": 5, "audio": 5, "text": 5}, {"vision": 3, "audio": 2, "text": 300})
+    content["train"]["id"] = _RunsCode(marker)
+    with open(path, "wb") as handle:
+        pickle.dump(content, handle)
+    with pytest.raises(ValueError, match=r"evil\.pkl: refused to load the global (posix|os|nt)\.system"):
+        loader(path)
+    with pytest.raises(UnsafePickleError, match=r"evil\.pkl: refused to load the global (posix|os|nt)\.system"):
+        read_pickle(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol, other_numpy", [(0, False), (2, False), (2, True), (4, False), (5, False)])
+def test_affect_pickles_of_every_protocol_and_numpy_major_load(tmp_path, protocol, other_numpy):
+    content = _write_affect(tmp_path / "mosi_raw.pkl", {"vision": 4, "audio": 4, "text": 4},
+                            {"vision": 3, "audio": 2, "text": 5})
+    content["train"]["scale"] = (np.float32(2.0), np.int64(3), np.dtype("f8"), b"raw", 1.5, None, True)
+    data = pickle.dumps(content, protocol=protocol)
+    if other_numpy:  # as the other numpy major writes it: numpy 1.x names its helpers numpy.core.*, 2.x numpy._core.*
+        new, old = (b"numpy.core.", b"numpy._core.") if b"numpy._core." in data else (b"numpy._core.", b"numpy.core.")
+        assert old in data
+        data = data.replace(old, new)  # protocol 2 names globals as plain text lines
+    path = tmp_path / "written.pkl"
+    path.write_bytes(data)
+    read = read_pickle(path)
+    assert read["train"]["scale"] == content["train"]["scale"]
+    for split in ("train", "valid", "test"):
+        for key in ("vision", "audio", "text", "labels", "id"):
+            assert np.array_equal(read[split][key], content[split][key])
+    assert torch.equal(load_mosi(path)["test"].labels(), torch.from_numpy(content["test"]["labels"].reshape(-1)))
+
+
+def test_affect_damaged_pickle_names_the_file_and_the_key(tmp_path):
+    path = tmp_path / "mosi_raw.pkl"
+    content = _write_affect(path, {"vision": 5, "audio": 5, "text": 5}, {"vision": 3, "audio": 2, "text": 300})
+    data = pickle.dumps(content, protocol=4)
+    assert data.count(b"\x8c\x02f4") >= 1
+    path.write_bytes(data.replace(b"\x8c\x02f4", b"\x8c\x02UA"))  # a damaged dtype: numpy raises TypeError
+    with pytest.raises(ValueError, match=r"mosi_raw\.pkl: not a readable pickle \(TypeError: .*Expected layout"):
+        load_mosi(path)
+    for key, value, problem in (("vision", [[1.0, 2.0], [3.0]], r"'vision': not an array \(ValueError"),
+                                ("labels", [None] * 7, r"'labels': expected \(N, 1, 1\) sentiment scores"),
+                                ("audio", "audio", r"'audio': expected a numeric array")):
+        damaged = {**content, "train": {**content["train"], key: value, 3: "a key that is not a string"}}
+        with open(path, "wb") as handle:
+            pickle.dump(damaged, handle)
+        with pytest.raises(ValueError, match=rf"mosi_raw\.pkl: split 'train': {problem}"):
+            load_mosi(path)
+
+
 # ---------------------------------------------------------------------------------------------------- AV-MNIST
 def _write_avmnist(root: Path, n_train: int, n_test: int) -> dict:
     rng = np.random.default_rng(0)
@@ -221,6 +286,28 @@ def test_load_avdigits_is_deterministic_and_checks_its_files(avdigits_root, tmp_
     np.save(again / name, damaged)
     with pytest.raises(ValueError, match=r"audio/test_data\.npy: SHA-256 .* differs from the manifest"):
         load_avdigits(again)
+
+
+@needs_espeak
+def test_load_avdigits_rebuilds_a_cache_whose_manifest_is_truncated(avdigits_root, tmp_path, monkeypatch):
+    import mmgraph.data.avdigits as avdigits
+
+    cache = tmp_path / "cache"
+    shutil.copytree(avdigits_root, cache)
+    manifest = (cache / "manifest.json").read_bytes()
+    (cache / "manifest.json").write_bytes(manifest[:len(manifest) // 2])
+    builds = []
+
+    def build(folder: Path, replace: bool) -> None:  # the real build (17 s) made of the cached copy
+        builds.append((folder, replace))
+        shutil.rmtree(folder)
+        shutil.copytree(avdigits_root, folder)
+
+    monkeypatch.setattr(avdigits, "build_avdigits", build)
+    with pytest.warns(UserWarning, match=r"cache/manifest\.json is unreadable \(.*\); the cache is rebuilt"):
+        splits = load_avdigits(cache)
+    assert builds == [(cache, True)] and len(splits["test"]) == 640
+    assert (cache / "manifest.json").read_bytes() == manifest
 
 
 def test_avdigits_generator_is_never_imported_by_the_library():

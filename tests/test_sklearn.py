@@ -1,12 +1,17 @@
 """scikit-learn estimators: fit / predict / score, the three forms of X, and use inside cross_val_score,
 GridSearchCV, Pipeline and clone (small data, tiny models: the real figure is measured by benchmarks/deploy.py)."""
 
+import re
+
 import numpy as np
 import pytest
+import scipy.sparse
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mmgraph.sklearn import MultiModalClassifier, MultiModalRegressor
 
@@ -71,7 +76,6 @@ def test_same_random_state_gives_the_same_predictions_and_set_params_changes_the
 
 
 @pytest.mark.parametrize("X, modalities, match", [
-    (np.zeros((10, 5)), None, r"modalities=\{name: n_columns\}"),
     (np.zeros((10, 4)), SIZES, "has 4 columns.*sum to 5"),
     ([np.zeros((10, 3))], SIZES, "a list of 1 views"),
 ])
@@ -85,3 +89,84 @@ def test_predict_refuses_views_of_another_shape():
     clf = MultiModalClassifier(**FAST).fit([X[:, :3], X[:, 3:]], y)
     with pytest.raises(ValueError, match="differ from those seen in fit"):
         clf.predict([X[:, :2], X[:, 2:]])
+
+
+# ---------------------------------------------------------------------------------------------------- conventions
+ONE_VIEW = "ignore:X. a single array:UserWarning"  # the message "X: a single array ..." (pytest splits on ":")
+
+
+@pytest.mark.filterwarnings(ONE_VIEW)
+@parametrize_with_checks([MultiModalClassifier(**{**FAST, "lr": 5e-2, "max_epochs": 30}),
+                          MultiModalRegressor(**{**FAST, "lr": 5e-2, "max_epochs": 30})])
+def test_scikit_learn_check_estimator(estimator, check):
+    """Every check of ``sklearn.utils.estimator_checks.check_estimator`` (a plain 2-D X is one view)."""
+    check(estimator)
+
+
+def test_plain_2d_X_without_modalities_is_one_view_with_a_warning():
+    X, y = _views()
+    with pytest.warns(UserWarning, match=r"X: a single array of shape \(120, 5\) without modalities=.*one view 'X'"):
+        clf = MultiModalClassifier(**FAST).fit(X, y)
+    assert clf.n_features_per_view_ == {"X": 5} and clf.n_features_in_ == 5
+    assert clf.model_.modalities == ["X"] and clf.score(X, y) >= 0.8
+
+
+def test_dataframe_columns_give_feature_names_and_reordered_columns_are_refused_by_name():
+    pd = pytest.importorskip("pandas")
+    X, y = _views()
+    frame = pd.DataFrame(X, columns=["l0", "l1", "l2", "r0", "r1"])
+    clf = MultiModalClassifier(modalities=SIZES, **FAST).fit(frame, y)
+    assert clf.feature_names_in_.tolist() == ["l0", "l1", "l2", "r0", "r1"] and clf.n_features_in_ == 5
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):  # scikit-learn's convention
+        assert np.array_equal(clf.predict_proba(frame), clf.predict_proba(X))
+    with pytest.raises(ValueError, match=r"(?s)must be in the same order as they were in fit.*4 columns are not where "
+                                         r"fit had them, e.g. \['r1', 'r0', 'l1', 'l0'\].*feature_names_in_"):
+        clf.predict(frame[frame.columns[::-1]])
+    with pytest.raises(ValueError, match=r"Feature names unseen at fit time:\n- x0"):
+        clf.predict(frame.rename(columns={"l0": "x0"}))
+    assert np.array_equal(clf.predict_proba(frame[frame.columns[::-1]][clf.feature_names_in_]),
+                          clf.predict_proba(frame))
+    refit = clf.fit([X[:, :3], X[:, 3:]], y)  # views: no column names any more
+    assert not hasattr(refit, "feature_names_in_") and refit.n_features_in_ == 5
+
+
+def test_classifier_refuses_a_continuous_y_as_scikit_learn_does():
+    X, _ = _views()
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        MultiModalClassifier(modalities=SIZES, **FAST).fit(X, X[:, 0].astype(np.float64))
+
+
+@pytest.mark.parametrize("labels, rows", [
+    (["neg", "pos", float("nan"), "pos"], [2]),
+    (["neg", None, "pos", None], [1, 3]),
+    ("a pandas Series", [2]),
+    (np.array([0.0, 1.0, 1.0, np.nan]), [3]),
+])
+def test_missing_labels_are_refused_naming_the_rows(labels, rows):
+    if isinstance(labels, str):  # "a pandas Series"
+        labels = pytest.importorskip("pandas").Series(["neg", "pos", np.nan, "neg"])
+    X = np.zeros((4, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match=rf"y: {len(rows)} missing labels \(NaN or None\) at rows "
+                                         rf"{re.escape(str(rows))}"):
+        MultiModalClassifier(modalities=SIZES, **FAST).fit(X, labels)
+
+
+@pytest.mark.parametrize("form", ["matrix", "list", "dict"])
+def test_sparse_X_is_refused_clearly(form):
+    X, y = _views()
+    sparse = scipy.sparse.csr_matrix(X)
+    data = {"matrix": sparse, "list": [sparse[:, :3], sparse[:, 3:]], "dict": {"left": sparse[:, :3],
+                                                                               "right": sparse[:, 3:]}}[form]
+    with pytest.raises(TypeError, match=r"X(\[.*\])?: a scipy sparse csr matrix of shape \(120, \d\) is not supported.*"
+                                        r"X.toarray\(\)"):
+        MultiModalClassifier(modalities=SIZES, **FAST).fit(data, y)
+
+
+@pytest.mark.parametrize("estimator, method", [
+    (MultiModalClassifier(modalities=SIZES), "predict"), (MultiModalClassifier(modalities=SIZES), "predict_proba"),
+    (MultiModalClassifier(modalities=SIZES), "score"), (MultiModalRegressor(modalities=SIZES), "predict"),
+])
+def test_predict_before_fit_raises_not_fitted(estimator, method):
+    X, y = _views(10)
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        getattr(estimator, method)(*((X, y) if method == "score" else (X,)))

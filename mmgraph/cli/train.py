@@ -306,9 +306,9 @@ def _report(args: argparse.Namespace, name: str, out: Path, model: nn.Module, re
 
 def _write_explanations(model: nn.Module, test, count: int, out: Path) -> list[Path]:
     """``explain_<i>.png`` for the first ``count`` test samples (fewer if the test set is smaller)."""
-    import matplotlib.pyplot as plt
+    from mmgraph.viz import plot_explanation, pyplot
 
-    from mmgraph.viz import plot_explanation
+    plt = pyplot()  # an ImportError naming `pip install "mmgraph[viz]"` when matplotlib is absent
 
     batch = test[torch.arange(min(count, len(test)))]
     model.cpu()

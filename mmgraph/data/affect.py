@@ -14,13 +14,19 @@ GNN expect) and mark them in ``step_mask``.
 Aligned files (word-aligned, ``T = 50`` for every modality) are padded with all-zero rows at the **start** of each
 sequence; unaligned files (``*_noalign.pkl``) have a different ``T`` per modality (MOSI: vision 500, audio 375,
 text 50), padded the same way.
+
+The pickle is read by :func:`read_pickle`, a restricted unpickler: it builds only dicts, lists, tuples, strings,
+bytes, numbers and numpy arrays / scalars / dtypes, and refuses any other global (a pickle can name any callable,
+e.g. ``os.system``, and plain ``pickle.load`` would call it) with the path and the global's name.
 """
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +35,8 @@ from mmgraph.data.avmnist import layout_error
 from mmgraph.data.dataset import MultiModalDataset
 from mmgraph.metrics import binary_sentiment
 
-__all__ = ["AFFECT_LAYOUT", "AFFECT_MODALITIES", "binary_sentiment", "load_mosei", "load_mosi"]
+__all__ = ["AFFECT_LAYOUT", "AFFECT_MODALITIES", "UnsafePickleError", "binary_sentiment", "load_mosei", "load_mosi",
+           "read_pickle"]
 
 AFFECT_MODALITIES = ("text", "audio", "vision")
 AFFECT_LAYOUT = ("a pickled dict {'train', 'valid', 'test'}, each {'vision': (N, T, Dv), 'audio': (N, T, Da), "
@@ -45,6 +52,63 @@ _SOURCES = {
 }
 
 
+# The globals a pickle of numpy arrays, scalars and dtypes names (protocols 0-5; numpy 1.x writes ``numpy.core``,
+# numpy 2.x ``numpy._core``), each mapped to where this numpy keeps it; ``_codecs.encode`` rebuilds ``bytes`` in
+# protocols 0-2.
+_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("_codecs", "encode"): ("_codecs", "encode"),
+    **{(f"numpy.{core}.multiarray", name): ("multiarray", name) for core in ("core", "_core")
+       for name in ("_reconstruct", "scalar")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): ("numeric", "_frombuffer") for core in ("core", "_core")},
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle names a global that a data file has no use for (a class, a function such as ``os.system``)."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of :data:`_PICKLE_GLOBALS` and refuses every other one."""
+
+    def __init__(self, handle, path: Path) -> None:
+        super().__init__(handle)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        target = _PICKLE_GLOBALS.get((module, name))
+        if target is None:
+            raise UnsafePickleError(
+                f"{self.path}: refused to load the global {module}.{name}: a data pickle may only hold dicts, lists, "
+                "tuples, strings, numbers and numpy arrays (loading it would call or build that object)")
+        where, attribute = target
+        if where in ("multiarray", "numeric"):
+            where = _numpy_core(where)
+        return getattr(importlib.import_module(where), attribute)
+
+
+def _numpy_core(submodule: str) -> str:
+    """``numpy._core.<submodule>`` on numpy 2.x, ``numpy.core.<submodule>`` on numpy 1.x (no deprecation warning)."""
+    try:
+        importlib.import_module(f"numpy._core.{submodule}")
+        return f"numpy._core.{submodule}"
+    except ImportError:
+        return f"numpy.core.{submodule}"
+
+
+def read_pickle(path: str | Path) -> Any:
+    """Read a pickled data file with the restricted unpickler: dicts, lists, tuples, strings, bytes, numbers, numpy
+    arrays, scalars and dtypes only; no code in the file runs.
+
+    Raises:
+        UnsafePickleError: naming ``path`` and the global, when the file names anything else (a class, a
+            function such as ``os.system``); or the usual unpickling errors of a damaged file.
+    """
+    with open(path, "rb") as handle:
+        return _RestrictedUnpickler(handle, Path(path)).load()
+
+
 def load_mosi(path: str | Path) -> dict[str, MultiModalDataset]:
     """CMU-MOSI from a MultiBench affect pickle (``mosi_raw.pkl``, ``mosi_data.pkl`` or ``mosi_raw_noalign.pkl``).
 
@@ -58,10 +122,14 @@ def load_mosei(path: str | Path) -> dict[str, MultiModalDataset]:
 
     Each split becomes a :class:`MultiModalDataset` with modalities ``text: [N, T_t, 300]``, ``audio: [N, T_a,
     D_a]``, ``vision: [N, T_v, D_v]`` (in that order), ``step_mask = {m: BoolTensor[N, T_m]}`` marking the real
-    steps, which come first (the leading all-zero padding rows of the file are moved to the end and are False), ``-inf`` audio values replaced by 0 (as MultiBench does), a
-    modality whose every step is padding marked absent in ``mask``, and the regression task ``"sentiment"``
-    (float in [-3, 3]; :func:`binary_sentiment` gives the binary label of the literature). Samples with NaN
-    features, or with no real step in any modality, are dropped with a warning (MultiBench drops NaN samples too).
+    steps, which come first (the leading all-zero padding rows of the file are moved to the end and are False),
+    ``-inf`` audio values replaced by 0 (as MultiBench does), a modality whose every step is padding marked absent
+    in ``mask``, and the regression task ``"sentiment"`` (float in [-3, 3]; :func:`binary_sentiment` gives the
+    binary label of the literature). Samples with NaN features, or with no real step in any modality, are dropped
+    with a warning (MultiBench drops NaN samples too).
+
+    The file is read by :func:`read_pickle` (a restricted unpickler: numpy arrays, dicts, lists, strings and
+    numbers only), so a pickle from a download link cannot run code here.
 
     Returns:
         ``{"train", "valid", "test"}``.
@@ -77,16 +145,17 @@ def _load_affect(path: Path, name: str) -> dict[str, MultiModalDataset]:
     if not path.is_file():
         raise layout_error(path, "file not found", AFFECT_LAYOUT, source)
     try:
-        with open(path, "rb") as handle:
-            content = pickle.load(handle)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError) as error:
+        content = read_pickle(path)
+    except UnsafePickleError as error:
+        raise ValueError(f"{error}. The data set is published by {source}") from None
+    except Exception as error:  # a damaged file fails anywhere in numpy's or pickle's C code (TypeError, ...)
         raise layout_error(path, f"not a readable pickle ({type(error).__name__}: {error})", AFFECT_LAYOUT,
                            source) from error
     if not isinstance(content, dict) or any(not isinstance(content.get(s), dict) for s in ("train", "valid", "test")):
-        found = sorted(content) if isinstance(content, dict) else type(content).__name__
+        found = sorted(content, key=str) if isinstance(content, dict) else type(content).__name__
         raise layout_error(path, f"expected a dict with dict entries 'train', 'valid', 'test', got {found}",
                            AFFECT_LAYOUT, source)
-    return {split: _split(content[split], f"{path}[{split!r}]", path, name, source)
+    return {split: _split(content[split], f"split {split!r}", path, name, source)
             for split in ("train", "valid", "test")}
 
 
@@ -107,16 +176,22 @@ def _split(part: dict, where: str, path: Path, name: str, source: str) -> MultiM
         return ValueError(f"{path}: {where}: {problem}. Expected layout: {AFFECT_LAYOUT}. The data set is "
                           f"published by {source}")
 
+    def array(key: str) -> np.ndarray:
+        try:
+            return np.asarray(part[key])
+        except (ValueError, TypeError) as error:  # ragged nested lists, objects numpy cannot convert
+            raise fail(f"{key!r}: not an array ({type(error).__name__}: {error})") from None
+
     missing = [key for key in (*AFFECT_MODALITIES, "labels") if key not in part]
     if missing:
-        raise fail(f"missing keys {missing} (found {sorted(part)})")
-    labels = np.asarray(part["labels"])
+        raise fail(f"missing keys {missing} (found {sorted(part, key=str)})")
+    labels = array("labels")
     if labels.dtype.kind not in "biuf" or labels.ndim not in (1, 2, 3) or labels.size != len(labels):
         raise fail(f"'labels': expected (N, 1, 1) sentiment scores, got {labels.dtype} of shape {labels.shape}")
     labels = labels.reshape(-1).astype(np.float32)
     features, steps = {}, {}
     for modality in AFFECT_MODALITIES:
-        x = np.asarray(part[modality])
+        x = array(modality)
         if x.dtype.kind not in "biuf" or x.ndim != 3 or len(x) != len(labels):
             raise fail(f"{modality!r}: expected a numeric array (N={len(labels)}, T, D), got {x.dtype} of shape "
                        f"{x.shape}")

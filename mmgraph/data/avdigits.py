@@ -94,10 +94,13 @@ def load_avdigits(root: str | Path | None = None, rebuild: bool = False) -> dict
     """
     folder = avdigits_root(root)
     manifest_path = folder / "manifest.json"
-    stale = manifest_path.is_file() and json.loads(manifest_path.read_text()).get("recipe") != RECIPE
-    if rebuild or stale or not manifest_path.is_file():
-        build_avdigits(folder, replace=rebuild or folder.exists())  # a folder without manifest is a broken one
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(manifest_path) if manifest_path.is_file() else None
+    if rebuild or manifest is None or manifest["recipe"] != RECIPE:
+        # a folder without a (readable) manifest is a broken one: replaced
+        build_avdigits(folder, replace=rebuild or folder.exists())
+        manifest = _read_manifest(manifest_path)
+        if manifest is None:
+            raise ValueError(f"{manifest_path}: unreadable right after the build; delete {folder} and try again")
     arrays = {}
     for name in FILES:
         path = folder / name
@@ -109,6 +112,18 @@ def load_avdigits(root: str | Path | None = None, rebuild: bool = False) -> dict
     parts = {split: (arrays[f"image/{split}_data.npy"], arrays[f"audio/{split}_data.npy"],
                      arrays[f"{split}_labels.npy"]) for split in ("train", "test")}
     return image_audio_splits(parts, "av-digits")
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The cache's manifest, or None (with a warning naming the file) when it is truncated or malformed."""
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), dict) or "recipe" not in manifest:
+            raise ValueError("expected a JSON object with 'recipe' and 'sha256'")
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        warnings.warn(f"load_avdigits: {path} is unreadable ({error}); the cache is rebuilt", stacklevel=3)
+        return None
+    return manifest
 
 
 def build_avdigits(folder: Path, replace: bool) -> None:
@@ -128,7 +143,7 @@ def build_avdigits(folder: Path, replace: bool) -> None:
         generator = Path(__file__).with_name("_espeak_digits.py")
         subprocess.run([sys.executable, str(generator), str(pool_path)], check=True, timeout=600,
                        env={**os.environ, "PYTHONHASHSEED": "0"})
-        pool = np.load(pool_path)
+        pool = np.load(pool_path, allow_pickle=False)
         waves, offsets = pool["waves"], pool["offsets"]
         digest = hashlib.sha256(pool_path.read_bytes()).hexdigest()
         expected = POOL_SHA256.get(version)

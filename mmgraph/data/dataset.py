@@ -289,6 +289,10 @@ def _encode_string_targets(targets, class_names: Mapping[str, Sequence[str]] | N
     encoded: dict[str, ArrayLike] = {}
     string_names: dict[str, list[str]] = {}
     for task, value in named.items():
+        missing = _missing_label_rows(value)
+        if missing:
+            raise ValueError(f"targets[{task!r}]: {len(missing)} missing labels (NaN or None) at rows {missing[:10]}"
+                             f"{' ...' if len(missing) > 10 else ''}; drop those samples or give them a label")
         labels = value if isinstance(value, np.ndarray) else np.asarray(value) if isinstance(value, (list, tuple)) \
             else None
         if labels is None or labels.dtype.kind not in "USO" or (labels.dtype.kind == "O" and not all(
@@ -310,6 +314,17 @@ def _encode_string_targets(targets, class_names: Mapping[str, Sequence[str]] | N
         encoded[task] = torch.from_numpy(ids[inverse.reshape(-1)])
         string_names[task] = names
     return encoded, string_names
+
+
+def _missing_label_rows(value: object) -> list[int]:
+    """Rows of a label list / tuple / object array that hold ``None``, or NaN among string labels (numpy would turn
+    it into the class ``'nan'``); numeric NaN targets are refused later, as NaN regression targets."""
+    if not isinstance(value, (list, tuple)) and not (isinstance(value, np.ndarray) and value.dtype.kind == "O"):
+        return []
+    rows = list(value)
+    strings = any(isinstance(v, str) for v in rows)
+    return [i for i, v in enumerate(rows)
+            if v is None or (strings and isinstance(v, (float, np.floating)) and bool(np.isnan(v)))]
 
 
 def _check_targets(named: Mapping[str, ArrayLike], task_types: Mapping[str, int | str] | None,
@@ -503,20 +518,40 @@ def standardization_stats(train: MultiModalDataset, eps: float = 1e-6) -> dict[s
     return {name: _moments(train, name, eps) for name, x in train.features.items() if x.is_floating_point()}
 
 
+_STATS_CHUNK = 2**22  # values per chunk of the standardisation statistics (32 MiB in float64)
+
+
 def _moments(dataset: MultiModalDataset, name: str, eps: float) -> tuple[Tensor, Tensor]:
-    """Mean and std of one float modality, shaped to broadcast against ``[N, ...]``."""
+    """Mean and std of one float modality, shaped to broadcast against ``[N, ...]``.
+
+    Accumulated in float64 (the squares of float32 features overflow from ``|x| ~ 1e19``: an inf std would zero the
+    modality; the moments of finite float32 values are finite float32 values) over chunks of about
+    ``_STATS_CHUNK`` values, so the float64 copy never holds the whole modality."""
     x = dataset.features[name]
-    weight = dataset.mask[:, dataset.modalities.index(name)].float()  # [N]
-    weight = weight.view(-1, *([1] * (x.ndim - 1)))
+    present = dataset.mask[:, dataset.modalities.index(name)]  # [N]
     steps = (dataset.step_mask or {}).get(name)
-    if steps is not None:
-        weight = weight * steps.float().view(*steps.shape, *([1] * (x.ndim - 2)))
-    weight = weight.expand_as(x)
-    x = torch.where(weight > 0, x, torch.zeros((), dtype=x.dtype))  # masked entries may hold NaN placeholders
     axis = 1 if x.ndim == 4 else x.ndim - 1  # channels of images, last axis otherwise
     dims = [d for d in range(x.ndim) if d != axis]
-    count = weight.sum(dim=dims, keepdim=True).clamp_min(1.0)
-    mean = (x * weight).sum(dim=dims, keepdim=True) / count
-    std = (((x - mean) ** 2 * weight).sum(dim=dims, keepdim=True) / count).sqrt()
+    rows = max(1, _STATS_CHUNK // max(1, x[0].numel() if len(x) else 1))
+
+    def chunks():
+        """``(values, weight)`` float64 ``[n, ...]`` per chunk of samples; masked entries (NaN placeholders) -> 0."""
+        for start in range(0, len(x), rows):
+            part = slice(start, start + rows)
+            weight = present[part].double().view(-1, *([1] * (x.ndim - 1)))
+            if steps is not None:
+                weight = weight * steps[part].double().view(*steps[part].shape, *([1] * (x.ndim - 2)))
+            weight = weight.expand_as(x[part])
+            yield torch.where(weight > 0, x[part].double(), torch.zeros((), dtype=torch.float64)), weight
+
+    shape = [x.shape[d] if d == axis else 1 for d in range(x.ndim)]
+    count, total, squares = (torch.zeros(shape, dtype=torch.float64) for _ in range(3))
+    for values, weight in chunks():
+        count += weight.sum(dim=dims, keepdim=True)
+        total += (values * weight).sum(dim=dims, keepdim=True)
+    mean = total / count.clamp_min(1.0)
+    for values, weight in chunks():
+        squares += ((values - mean) ** 2 * weight).sum(dim=dims, keepdim=True)
+    std = (squares / count.clamp_min(1.0)).sqrt()
     std = torch.where(std < eps, torch.ones_like(std), std)
-    return mean, std
+    return mean.to(x.dtype), std.to(x.dtype)

