@@ -174,3 +174,17 @@ def test_scikit_learn_estimator_takes_raw_columns():
     np.testing.assert_array_equal(estimator.predict(new), expected)
     with pytest.raises(ValueError, match="fit saw raw columns"):
         estimator.predict({"text": np.zeros((3, 2)), "audio": np.zeros((3, 2)), "visual": np.zeros((3, 2))})
+
+
+def test_segment_mean_uses_only_real_steps_and_each_samples_own_duration():
+    from mmgraph.encoders import available_encoders, segment_mean
+
+    assert {"pretrained_text", "vocab_text", "spatial_cnn", "spectrogram_frames", "conv1d"} <= set(available_encoders())
+    states = torch.arange(1.0, 7.0).view(1, 6, 1)  # 6 real steps: 1..6
+    assert segment_mean(states, None, 3).flatten().tolist() == [1.5, 3.5, 5.5]
+    padded = torch.cat([states, torch.full((1, 4, 1), 99.0)], dim=1)  # 4 padded steps holding garbage
+    steps = torch.arange(10).unsqueeze(0) < 6
+    assert torch.equal(segment_mean(padded, steps, 3), segment_mean(states, None, 3))
+    short = segment_mean(torch.tensor([[[2.0], [4.0]]]), None, 4)  # fewer steps than segments: each still real
+    assert short.flatten().tolist() == [2.0, 2.0, 4.0, 4.0]
+    assert segment_mean(padded, torch.zeros(1, 10, dtype=torch.bool), 3).abs().sum() == 0  # no real step: zeros
