@@ -243,7 +243,9 @@ class FusionModel(nn.Module):
                 step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
         """Per-sample edge attention and readout weights of the GNN fusion, with modality names.
 
-        Takes the same arguments as :meth:`forward` (raw inputs; encoders, standardisation and masks applied) and
+        Takes the same arguments as :meth:`forward` (encoders, standardisation and masks applied), or whatever
+        ``predict`` takes (numpy arrays, raw columns: strings, ragged lists, ``None`` entries; read by
+        :meth:`prepare`), and
         returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
         ``readout [B, N]``, ``modality_weights {modality: Tensor[B]}``, ``node_names``, ``node_mask [B, N]``,
         ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
