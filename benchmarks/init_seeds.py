@@ -14,28 +14,26 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def run_accuracy(dataset: str, method: str, seed: int, init_seed: int, epochs: int, patience: int) -> float:
     import torch
 
-    import compare_fusion as cf
-    from mmgraph.data import standardize
+    from mmgraph.data import load_dataset_with_split, standardize
+    from mmgraph.evaluation.methods import has_sequences, resolve_method
+    from mmgraph.evaluation.protocol import Budget, make_protocol, splits
+    from mmgraph.evaluation.runner import score, train_once
 
     torch.set_num_threads(1)
-    data = cf.load(dataset, seed if dataset.startswith("synthetic") else 0)
+    data, published = load_dataset_with_split(dataset, seed=seed)  # the seed reaches the synthetic sets only
     accuracies = []
-    for train_idx, val_idx, test_idx in cf.splits(dataset, data, seed):
+    for train_idx, val_idx, test_idx in splits(data, seed, make_protocol("full").preset(dataset).folds, published):
         train, val, test = standardize(data.subset(train_idx), data.subset(val_idx), data.subset(test_idx))
-        fusion, kwargs = cf.method_spec(dataset, method)
-        budget = cf.Budget(epochs=epochs, patience=patience)
-        model, _ = cf.train_once(train, val, fusion, kwargs, budget, {}, init_seed, torch.device("cpu"), 0.0)
-        accuracies.append(cf.mean_accuracy(cf.score(test, cf.predict(model, test, None, torch.device("cpu")))))
+        budget = Budget(epochs=epochs, patience=patience)
+        model, _ = train_once(train, val, resolve_method(method, has_sequences(data)), budget, {}, init_seed,
+                              torch.device("cpu"), 0.0)
+        accuracies.append(score(model, test, torch.device("cpu")))
     return statistics.fmean(accuracies)
 
 

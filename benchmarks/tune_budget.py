@@ -3,7 +3,7 @@
     python benchmarks/tune_budget.py [--methods concat gnn mfb] [--seeds 0 1 2 3 4] [--jobs 2]
 
 For each candidate budget (encoder dropout, weight decay; label smoothing 0.1 and encoder width 256 fixed, as in
-``compare_fusion.Budget``), trains the given methods on the handwritten splits of compare_fusion.py (the same seeds)
+``mmgraph.evaluation.Budget``), trains the given methods on the handwritten splits of compare_fusion.py (the same seeds)
 and reports the mean dev accuracy. The dev split is a stratified 20 % of each split's *training* part; the model
 trains on the other 80 % and early-stops on dev. Neither the split's validation part nor its test part is used, so
 the budget is chosen without looking at what compare_fusion.py selects on or reports. The budget with the best mean
@@ -15,12 +15,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CANDIDATES = [
     {"encoder_dropout": dropout, "weight_decay": decay} for dropout in (0.0, 0.2, 0.4) for decay in (1e-4, 1e-3)]
@@ -29,17 +25,18 @@ CANDIDATES = [
 def dev_score(candidate: dict, method: str, seed: int, epochs: int) -> float:
     import torch
 
-    import compare_fusion as cf
-    from mmgraph.data import standardize, stratified_split
+    from mmgraph.data import load_dataset, standardize, stratified_split
+    from mmgraph.evaluation.methods import resolve_method
+    from mmgraph.evaluation.protocol import Budget, splits
+    from mmgraph.evaluation.runner import train_once
 
     torch.set_num_threads(1)
-    data = cf.load("handwritten")
-    train_idx, _, _ = cf.splits("handwritten", data, seed)[0]  # the validation and test indices are not used
+    data = load_dataset("handwritten")
+    train_idx, _, _ = splits(data, seed)[0]  # the validation and test indices are not used
     inner, dev, _ = stratified_split(data.labels()[train_idx], test_size=0.0, val_size=0.2, seed=seed)
     train, dev = standardize(data.subset(train_idx[inner]), data.subset(train_idx[dev]))
-    budget = replace(cf.Budget(epochs=epochs, patience=15), **candidate)
-    fusion, kwargs = cf.method_spec("handwritten", method)
-    _, info = cf.train_once(train, dev, fusion, kwargs, budget, {}, seed, torch.device("cpu"), 0.0)
+    budget = replace(Budget(epochs=epochs, patience=15), **candidate)
+    _, info = train_once(train, dev, resolve_method(method), budget, {}, seed, torch.device("cpu"), 0.0)
     return info["best_val"]
 
 

@@ -9,6 +9,7 @@ readout pools it into one fused representation.
 
 from mmgraph.data import MultiModalBatch, MultiModalDataset
 from mmgraph.encoders import available_encoders, build_encoder, register_encoder
+from mmgraph.evaluation import Comparison, compare
 from mmgraph.fusion import available_fusions, build_fusion, register_fusion
 from mmgraph.gnn import MultiModalGNN, explanation_to_networkx
 from mmgraph.graph import GraphLayout, ModalityGraph
@@ -19,6 +20,7 @@ from mmgraph.utils import resolve_device, seed_everything
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "FitResult",
     "FusionModel",
     "GraphLayout",
@@ -30,6 +32,7 @@ __all__ = [
     "available_fusions",
     "build_encoder",
     "build_fusion",
+    "compare",
     "evaluate",
     "explanation_to_networkx",
     "fit",

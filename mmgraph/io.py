@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -55,11 +55,23 @@ def save_file(path: str | os.PathLike, payload: Mapping[str, Any], kind: str) ->
     data = buffer.getbuffer()
     envelope = {"mmgraph_file": FORMAT, "kind": kind, "sha256": hashlib.sha256(data).hexdigest(),
                 "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+    return _write_atomically(path, lambda handle: torch.save(envelope, handle))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically to ``path`` (reports, CSV); parent directories are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(handle)`` into a temporary file beside ``path``, ``fsync``, ``os.replace``, ``fsync`` the folder."""
     _remove_stale_temporaries(path)
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         with open(temporary, "wb") as handle:
-            torch.save(envelope, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -79,9 +79,10 @@ def classification_metrics(y_true: Tensor | np.ndarray | Sequence[int], y_pred_o
 
 def regression_metrics(y_true: Tensor | np.ndarray | Sequence[float],
                        y_pred: Tensor | np.ndarray | Sequence[float]) -> dict[str, float]:
-    """``{"mse", "mae", "r2"}`` of predictions ``[N]`` (or ``[N, 1]``) against targets ``[N]``.
+    """``{"mse", "mae", "r2", "pearson"}`` of predictions ``[N]`` (or ``[N, 1]``) against targets ``[N]``.
 
-    R² is ``1 - SS_res / SS_tot``; it is NaN when the targets are constant or N < 2.
+    R² is ``1 - SS_res / SS_tot``; it is NaN when the targets are constant or N < 2. ``pearson`` (Pearson r) is NaN
+    when either side is constant.
     """
     from sklearn.metrics import mean_absolute_error, mean_squared_error
 
@@ -92,6 +93,7 @@ def regression_metrics(y_true: Tensor | np.ndarray | Sequence[float],
         "mse": float(mean_squared_error(truth, predicted)),
         "mae": float(mean_absolute_error(truth, predicted)),
         "r2": 1.0 - residual / total if total > 0 else math.nan,
+        "pearson": _pearson(truth, predicted),
     }
 
 
@@ -126,7 +128,6 @@ def sentiment_metrics(y_true: Tensor | np.ndarray | Sequence[float],
     binary_truth, binary_pred = binary_sentiment(truth), binary_sentiment(predicted)
     nonzero = truth != 0
     positive_truth, positive_pred = binary_sentiment(truth[nonzero], True), binary_sentiment(predicted[nonzero], True)
-    spread = truth.std() > 0 and predicted.std() > 0
     return {
         "acc2": float(accuracy_score(binary_truth, binary_pred)),
         "f1": float(f1_score(binary_truth, binary_pred, average="weighted", zero_division=0)),
@@ -135,8 +136,14 @@ def sentiment_metrics(y_true: Tensor | np.ndarray | Sequence[float],
                        if nonzero.any() else math.nan),
         "acc7": float(np.mean(np.round(np.clip(truth, -3, 3)) == np.round(np.clip(predicted, -3, 3)))),
         "mae": float(np.abs(truth - predicted).mean()),
-        "pearson": float(np.corrcoef(truth, predicted)[0, 1]) if spread else math.nan,
+        "pearson": _pearson(truth, predicted),
     }
+
+
+def _pearson(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Pearson r of two ``[N]`` arrays; NaN when either is constant."""
+    spread = truth.std() > 0 and predicted.std() > 0
+    return float(np.corrcoef(truth, predicted)[0, 1]) if spread else math.nan
 
 
 # ---------------------------------------------------------------------------------------------------- robustness

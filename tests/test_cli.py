@@ -1,8 +1,11 @@
 """The ``python -m mmgraph.train`` CLI on a user's .npz: GNN options, resume after a kill, refusing to overwrite an
 earlier run, output checks before training, one-line errors for bad values, rank-0-only output under torchrun."""
 
+import errno
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -201,3 +204,177 @@ def test_saved_model_predicts_raw_arrays_in_a_fresh_process_like_the_cli_scored_
     assert completed.returncode == 0, completed.stderr[-2000:]
     # the whole file, raw, keys in another order, string labels back: scored like the CLI scored its test part
     assert float(completed.stdout) >= report["test"]["label"]["accuracy"] - 0.1
+
+
+# ------------------------------------------------------------------------------------- issue 22: CLI faults
+_HELD_RUN = """
+import sys
+import mmgraph.cli.train as cli
+fit = cli.fit
+def held_fit(*args, **kwargs):  # the run holds --out; it trains once the test says so
+    print("training", flush=True)
+    sys.stdin.readline()
+    return fit(*args, **kwargs)
+cli.fit = held_fit
+cli.main(sys.argv[1:])
+"""
+
+
+def test_a_second_run_into_a_busy_out_is_refused_naming_the_lock_and_the_process(tmp_path, capsys):
+    data, out = _npz(tmp_path / "mine.npz"), tmp_path / "run"
+    argv = ["--data", str(data), "--fusion", "concat", "--dim", "16", "--epochs", "2", "--out", str(out), "--quiet"]
+    first = subprocess.Popen([sys.executable, "-c", _HELD_RUN, *argv], env=ENV, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline() == "training\n", first.stderr.read()[-3000:]
+        for extra in (["--seed", "1"], ["--seed", "1", "--overwrite"], ["--seed", "1", "--resume"]):
+            with pytest.raises(SystemExit) as exit_info:
+                main(argv + extra)
+            assert exit_info.value.code == 2
+            error = capsys.readouterr().err.strip().splitlines()[-1]
+            assert f"--out: {str(out)!r} is in use by another run (process {first.pid}" in error, error
+            assert str(out / "run.lock") in error
+        first.stdin.write("\n")
+        first.stdin.flush()
+        assert first.wait(timeout=120) == 0, first.stderr.read()[-3000:]
+    finally:
+        first.kill()
+        first.wait()
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 0  # the first run's, whole
+    assert load_checkpoint(out / "checkpoint.pt")["config"]["seed"] == 0
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+    assert not (out / "run.lock").exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
+    data, out = _npz(tmp_path / "mine.npz"), tmp_path / "run"
+    out.mkdir()
+    (out / "run.lock").write_text("4194303 gone-host\n")  # what a killed run leaves: nobody holds the lock
+    main(["--data", str(data), "--fusion", "concat", "--dim", "16", "--epochs", "1", "--out", str(out), "--quiet"])
+    assert (out / "metrics.json").exists() and not (out / "run.lock").exists()
+
+
+@pytest.mark.parametrize("where, message", [
+    ("folder", "is a directory; give a file path"),
+    ("missing/model.mmgraph", "the folder {tmp}/missing does not exist"),
+    ("run/metrics.json", "is one of the run's own files"),
+    ("readonly/model.mmgraph", "cannot write to {tmp}/readonly"),
+])
+def test_save_model_path_is_checked_before_training(tmp_path, capsys, where, message):
+    data, out = _npz(tmp_path / "mine.npz"), tmp_path / "run"
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "readonly").mkdir(mode=0o500)
+    target = tmp_path / where
+    if where.startswith("readonly") and os.access(tmp_path / "readonly", os.W_OK):  # root writes anywhere ...
+        if not Path("/proc/self").is_dir():
+            pytest.skip("running as root without /proc: no folder here is unwritable")
+        target, message = Path("/proc/model.mmgraph"), "cannot write to /proc"  # ... except into /proc
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(data), "--fusion", "concat", "--dim", "16", "--epochs", "50", "--out", str(out),
+              "--quiet", "--save-model", str(target)])
+    assert exit_info.value.code == 2 and time.perf_counter() - started < 5
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("python -m mmgraph.train: error: --save-model: ") and message.format(tmp=tmp_path) in error
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_a_model_that_cannot_be_saved_after_training_keeps_the_run_files(tmp_path, capsys, monkeypatch):
+    data, out = _npz(tmp_path / "mine.npz"), tmp_path / "run"
+
+    def disk_full(self, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(FusionModel, "save", disk_full)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(data), "--fusion", "concat", "--dim", "16", "--epochs", "1", "--out", str(out), "--quiet",
+              "--save-model", str(tmp_path / "model.mmgraph")])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--save-model: could not write" in error and "No space left on device" in error
+    assert "metrics.json" in error and json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One epoch of a standardised GNN run; resume attempts with other settings must leave it as it is."""
+    folder = tmp_path_factory.mktemp("resume")
+    data = _npz(folder / "mine.npz")
+    options = {"--data": str(data), "--fusion": "gnn", "--conv": "gcn", "--layers": "1", "--dim": "16",
+               "--modality-dropout": "0.2", "--epochs": "1", "--out": str(folder / "run")}
+    main([*(item for pair in options.items() for item in pair), "--quiet"])
+    return folder, options
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"--modality-dropout": "0.5", "--epochs": "2"}, "modality_dropout 0.2 (checkpoint) != 0.5 (now)"),
+    ({"--dim": "32"}, "dim 16 (checkpoint) != 32 (now)"),
+    ({"--fusion": "concat", "--conv": None, "--layers": None}, "fusion 'gnn' (checkpoint) != 'concat' (now)"),
+    ({"--layers": "2", "--heads": "2"}, "fusion_kwargs['layers'] 1 (checkpoint) != 2 (now), "
+                                        "fusion_kwargs['heads'] <not set> (checkpoint) != 2 (now)"),
+    ({"--no-standardize": ""}, "standardized ['a', 'b'] (checkpoint) != [] (now)"),
+    ({"--data": "other.npz"}, "train_data '153 samples, sha256 "),
+])
+def test_resume_refuses_every_changed_setting_by_name(trained_run, capsys, changes, message):
+    folder, options = trained_run
+    if changes.get("--data"):
+        changes = {"--data": str(_npz(folder / changes["--data"], seed=1))}
+    before = (folder / "run" / "checkpoint.pt").read_bytes()
+    argv = {**options, **changes}
+    with pytest.raises(SystemExit) as exit_info:
+        main([*(item for flag, value in argv.items() if value is not None for item in (flag, value) if item),
+              "--resume", "--quiet"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "was trained with other settings" in error and message in error, error
+    assert "Error(s) in loading state_dict" not in error
+    assert (folder / "run" / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_may_extend_the_epochs(trained_run, tmp_path):
+    folder, options = trained_run
+    shutil.copytree(folder / "run", tmp_path / "run")
+    argv = {**options, "--epochs": "2", "--out": str(tmp_path / "run")}
+    report = main([*(item for pair in argv.items() for item in pair), "--resume", "--quiet"])
+    assert report["epochs_run"] == 2 and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit_flip"])
+def test_a_damaged_npz_is_a_one_line_error_naming_the_file(tmp_path, capsys, damage):
+    path = _npz(tmp_path / "mine.npz")
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 3] ^= 0x04  # inside the first array's data: its CRC no longer matches
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(path), "--out", str(tmp_path / "run"), "--quiet"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"python -m mmgraph.train: error: --data: {str(path)!r} is not a readable .npz file"), error
+
+
+def test_a_full_disk_during_a_checkpoint_save_names_the_path_and_keeps_the_previous_checkpoint(
+        tmp_path, capsys, monkeypatch):
+    import mmgraph.io
+
+    data, out = _npz(tmp_path / "mine.npz"), tmp_path / "run"
+    argv = ["--data", str(data), "--fusion", "concat", "--dim", "16", "--out", str(out), "--quiet"]
+    main(argv + ["--epochs", "1"])
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(mmgraph.io, "open", lambda path, mode="r": FullDisk(path, mode.replace("b", "")),
+                        raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv + ["--epochs", "2", "--resume"])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"cannot write the checkpoint {out / 'checkpoint.pt'}" in error and "No space left on device" in error
+    assert "the previous checkpoint (epoch 1) is intact" in error and "--resume" in error, error
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1 and list(out.glob("*.tmp*")) == []
+    monkeypatch.undo()
+    assert main(argv + ["--epochs", "2", "--resume"])["epochs_run"] == 2

@@ -45,9 +45,10 @@ def test_classification_metrics_reject_bad_inputs(y_true, y_pred, num_classes, m
 
 
 def test_regression_metrics_match_a_hand_computed_example():
-    # errors 0, 1, -2 -> MSE 5/3, MAE 1 ; SS_tot of [1, 2, 3] = 2 -> R2 = 1 - 5 / 2
+    # errors 0, 1, -2 -> MSE 5/3, MAE 1 ; SS_tot of [1, 2, 3] = 2 -> R2 = 1 - 5 / 2 ; deviations (-1, 0, 1) and
+    # (-4/3, -4/3, 8/3) -> r = 4 / sqrt(2 * 96/9) = sqrt(3) / 2
     metrics = regression_metrics(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([[1.0], [1.0], [5.0]]))
-    assert metrics == pytest.approx({"mse": 5 / 3, "mae": 1.0, "r2": -1.5})
+    assert metrics == pytest.approx({"mse": 5 / 3, "mae": 1.0, "r2": -1.5, "pearson": 3 ** 0.5 / 2})
     assert math.isnan(regression_metrics([2.0, 2.0], [2.0, 1.0])["r2"])
     with pytest.raises(ValueError, match="y_true, y_pred"):
         regression_metrics([1.0, 2.0], [1.0])

@@ -351,6 +351,22 @@ def test_resume_with_an_override_trains_with_the_new_value_and_records_it(xor, t
         _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, override=("learning_rate",))
 
 
+def test_resume_with_another_model_names_the_model_settings_not_torch_s_state_dict_error(xor, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train, val = _interrupted(xor, path)
+    with pytest.raises(ValueError, match=r"was trained with other settings: architecture 'FusionModel, \d+ tensors, "
+                                         r"sha256 [0-9a-f]{16}' \(checkpoint\) != 'FusionModel, .*architecture shapes "
+                                         r"the model's parameters and cannot be overridden"):
+        _fit(_model(fusion="late"), train, val, epochs=4, checkpoint=path, resume=True, override=("architecture",))
+    dropped = _model()
+    dropped.modality_dropout = 0.5  # a setting that changes training, not the parameters: may be overridden
+    with pytest.raises(ValueError, match=r"modality_dropout 0\.0 \(checkpoint\) != 0\.5 \(now\); pass "
+                                         r"override=\('modality_dropout',\)"):
+        _fit(dropped, train, val, epochs=4, checkpoint=path, resume=True)
+    _fit(dropped, train, val, epochs=3, checkpoint=path, resume=True, override=("modality_dropout",))
+    assert load_checkpoint(path)["overrides"] == [{"epoch": 2, "modality_dropout": [0.0, 0.5]}]
+
+
 @pytest.mark.parametrize("override", [(), ("optimizer",)])
 def test_resume_adam_with_sgd_is_a_clear_error(xor, tmp_path, override):
     path = tmp_path / "checkpoint.pt"

@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -17,11 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmgraph.data import registry
+from mmgraph.data.registry import BUILTIN_DATASETS
 from mmgraph.training.checks import OPTIMIZERS, SCHEDULERS
 from mmgraph.training.distributed import _finish_distributed
 from mmgraph.training.loop import FitResult, fit
 from mmgraph.training.prediction import evaluate
-from mmgraph.utils import check_choice as _check_choice
 from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import seed_everything
 
@@ -30,26 +32,15 @@ __all__ = ["DATASETS", "DEFAULTS", "load_dataset", "load_npz", "main"]
 logger = logging.getLogger("mmgraph.train")  # the name it had before the package split
 
 
-DATASETS = ("handwritten", "nutrimouse", "synthetic-interaction", "synthetic-temporal")
+DATASETS = BUILTIN_DATASETS  # the built-in names; --dataset takes any registered one (mmgraph.data.registry)
 
 
-def load_dataset(name: str, seed: int = 0, samples: int | None = None):
-    """The named benchmark dataset as a :class:`~mmgraph.data.MultiModalDataset` (``samples`` sizes the synthetic
-    ones)."""
-    _check_choice("dataset", name, DATASETS)
+def load_dataset(name: str, seed: int = 0, samples: int | None = None, data_dir: str | Path | None = None):
+    """The registered data set ``name`` as a :class:`~mmgraph.data.MultiModalDataset` (``samples`` sizes the
+    synthetic ones, ``data_dir`` holds the files of mosi, mosei and avmnist): :func:`mmgraph.data.load_dataset`."""
     if samples is not None:
         _check_int("samples", samples, 10)
-    from mmgraph import data
-    from mmgraph.data import synthetic
-
-    sizes = {} if samples is None else {"n": samples}
-    if name == "handwritten":
-        return data.load_handwritten()
-    if name == "nutrimouse":
-        return data.load_nutrimouse()
-    if name == "synthetic-interaction":
-        return synthetic.make_interaction(seed=seed, **sizes)
-    return synthetic.make_temporal(seed=seed, **sizes)
+    return registry.load_dataset(name, seed=seed, samples=samples, data_dir=data_dir)
 
 
 DEFAULTS: dict[str, Any] = {"epochs": 100, "patience": 15, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
@@ -75,8 +66,10 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
         raise ValueError(f"--data: no such file {str(path)!r}")
     try:
         arrays = dict(np.load(path, allow_pickle=False))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--data: {str(path)!r} is not a readable .npz file ({error})") from None
+    except Exception as error:  # noqa: BLE001 - a damaged zip fails in many ways (BadZipFile, EOFError, ...)
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"--data: {str(path)!r} is not a readable .npz file (truncated, corrupt, or not written by "
+                         f"numpy.savez: {type(error).__name__}: {reason})") from None
     missing = [key for key in targets if key not in arrays]
     if missing:
         raise ValueError(f"--data: {str(path)!r} has no target arrays {missing} (--targets); its keys are "
@@ -106,8 +99,11 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
                          "needs [N, F] features (a unicode string array [N] is text): name it in --targets if it "
                          "is a target, or store it as [N, 1]")
     features, kinds = {}, {}
-    for name, array in arrays.items():
-        kinds[name], features[name], _, _ = column_to_tensor(name, array.tolist() if name in texts else array)
+    for name, array in arrays.items():  # integer arrays stay token ids
+        if name in texts or array.dtype.kind == "f":
+            kinds[name], features[name], _, _ = column_to_tensor(name, array.tolist() if name in texts else array)
+        else:
+            features[name] = array
     dataset = MultiModalDataset(features, labels, mask=masks or None, step_mask=step_masks or None, name=path.stem)
     if texts or step_masks:  # the user's own raw forms: the defaults of MultiModalDataset.from_columns
         dataset.kinds = kinds
@@ -133,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
                     "on validation, metrics on test. Writes DIR/checkpoint.pt, DIR/metrics.csv (per epoch) and "
                     "DIR/metrics.json (test metrics).")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=DATASETS)
+    source.add_argument("--dataset", choices=registry.available_datasets())
     source.add_argument("--data", type=Path, metavar="FILE.npz",
                         help="your data: one array per modality under its name (unicode string arrays [N] are "
                              "text), targets under 'label' (or --targets), optional boolean '<modality>_mask' "
@@ -174,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="z-score float modalities with training statistics kept inside the model, so a "
                              "--save-model file takes raw arrays (default: on)")
     parser.add_argument("--samples", type=_number(int, 10), default=None, help="size of a synthetic dataset")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="folder with the files of --dataset mosi, mosei or avmnist (docs/data.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=_number(int, 1), default=1,
@@ -212,31 +210,105 @@ def _number(kind: type, low: float, strict: bool = False, below: float | None = 
     return parse
 
 
+RUN_FILES = ("checkpoint.pt", "metrics.csv", "metrics.json")
+LOCK_FILE = "run.lock"
+
+
 def _prepare_out(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> None:
-    """Refuse to overwrite an earlier run's checkpoint unless asked, and check that ``out`` (and the
-    ``--save-model`` folder) can be written, before any data is loaded or any epoch is trained."""
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out: {str(out)!r} exists and is not a directory")
+    """Refuse to overwrite an earlier run's checkpoint unless asked, and check that ``out`` can be written and
+    that ``--save-model`` names a file that can be, before any data is loaded or any epoch is trained (``out`` is
+    locked already: see :func:`_lock_out`)."""
     if (out / "checkpoint.pt").exists() and not (args.resume or args.overwrite):
         parser.error(f"--out: {str(out)!r} already holds the checkpoint of an earlier run; pass --resume to "
                      "continue it or --overwrite to start over")
-    folders = [out] + ([args.save_model.parent] if args.save_model is not None else [])
-    for folder, flag in zip(folders, ("--out", "--save-model")):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            parser.error(f"{flag}: cannot write to {str(folder)!r} ({error.strerror or error})")
+    problem = _writable_folder(out)
+    if problem:
+        parser.error(f"--out: cannot write to {str(out)!r} ({problem})")
+    if args.save_model is not None:
+        problem = _save_model_problem(args.save_model, out)
+        if problem:
+            parser.error(f"--save-model: {problem}")
     if args.resume and not (out / "checkpoint.pt").exists():
         logger.warning("--resume: no checkpoint in %s; starting a new run", out)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    """Run the CLI; returns what it writes to ``metrics.json`` (None on ranks other than 0 under torchrun)."""
-    from mmgraph.data import stratified_split
-    from mmgraph.models import FusionModel
+def _writable_folder(folder: Path) -> str | None:
+    """Why no file can be created in ``folder`` (None if one can)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
+
+def _save_model_problem(path: Path, out: Path) -> str | None:
+    """Why the model cannot be written to ``path`` at the end of the run (None if it can): a folder, a missing or
+    unwritable parent folder, or one of the run's own files."""
+    if path.is_dir():
+        return f"{str(path)!r} is a directory; give a file path, e.g. {str(path / 'model.mmgraph')!r}"
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist; create it first, or give a path in an existing folder"
+    if path.resolve() in {(out / name).resolve() for name in (*RUN_FILES, LOCK_FILE)}:
+        return f"{str(path)!r} is one of the run's own files in --out; give another path"
+    problem = _writable_folder(path.parent)
+    return f"cannot write to {path.parent} ({problem})" if problem else None
+
+
+def _lock_out(out: Path) -> int | None:
+    """Take ``out`` for this run: an exclusive ``fcntl.flock`` on ``out/run.lock``, which holds this process's id
+    and host. The kernel releases the lock when the process ends, however it ends, so a lock file left by a killed
+    run is simply taken over (no process ids to probe, none reused by another program); the file is removed by
+    :func:`_unlock_out`. Returns the lock's file descriptor, or None where the file system cannot lock (a warning
+    says the folder is unprotected).
+
+    Raises:
+        ValueError: another live process holds the lock (names the lock file and that process).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        logger.warning("--out: cannot lock %s on this system; do not start a second run into it", out)
+        return None
+    lock = out / LOCK_FILE
+    while True:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 200).decode(errors="replace").split()
+            os.close(descriptor)
+            who = f"process {holder[0]} on {holder[1]}" if len(holder) == 2 else "a process that is starting"
+            raise ValueError(f"--out: {str(out)!r} is in use by another run ({who}, lock file {lock}); wait for "
+                             "it to finish or choose another --out") from None
+        except OSError as error:  # e.g. ENOLCK on a network file system without locking
+            os.close(descriptor)
+            logger.warning("--out: cannot lock %s (%s); do not start a second run into it", lock, error.strerror)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(descriptor), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:  # else the run we waited for removed the file between our open and our lock: lock the new one
+            break
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    return descriptor
+
+
+def _unlock_out(out: Path, descriptor: int | None) -> None:
+    """Remove ``out/run.lock`` while still holding it, then release it."""
+    if descriptor is not None:
+        (out / LOCK_FILE).unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """Run the CLI; returns what it writes to ``metrics.json`` (None on ranks other than 0 under torchrun).
+
+    The run holds an exclusive lock on ``--out`` from start to end (``run.lock``): a second run into the same
+    folder is refused (exit 2) naming the lock file and the process that holds it."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.explain < 0 or (args.explain and args.fusion != "gnn"):
@@ -249,6 +321,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     started = time.perf_counter()
     name = args.dataset if args.data is None else args.data.stem
     out = args.out if args.out is not None else Path("runs") / f"{name}-{args.fusion}"
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out: {str(out)!r} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _lock_out(out) if rank == 0 else None  # other torchrun ranks share rank 0's folder
+    except (OSError, ValueError) as error:
+        parser.error(str(error) if isinstance(error, ValueError) else
+                     f"--out: cannot write to {str(out)!r} ({error.strerror or error})")
+    try:
+        return _run(parser, args, name, out, rank, started)
+    finally:
+        _unlock_out(out, lock)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, out: Path, rank: int,
+         started: float) -> dict[str, Any] | None:
+    """The locked part of :func:`main`: checks, data, model, training and (rank 0) the report."""
+    from mmgraph.data import stratified_split
+    from mmgraph.models import FusionModel
+
     _prepare_out(parser, args, out)
     gnn_options = {key: value for key in ("conv", "layers", "heads", "relations", "readout", "temporal_window",
                                                 "edge_pruning")
@@ -257,7 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         parser.error(f"--{'/--'.join(k.replace('_', '-') for k in gnn_options)}: GNN options need --fusion gnn, "
                      f"got --fusion {args.fusion}")
     try:
-        dataset = (load_dataset(args.dataset, seed=args.seed, samples=args.samples) if args.data is None
+        dataset = (load_dataset(args.dataset, seed=args.seed, samples=args.samples,
+                                data_dir=args.data_dir) if args.data is None
                    else load_npz(args.data, args.targets))
         parts = stratified_split(dataset, test_size=0.2, val_size=args.val_size, seed=args.seed)
         train, val, test = (dataset.subset(part) for part in parts)
@@ -273,18 +366,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                      progress=False if args.quiet else None)
     except (ValueError, TypeError) as error:  # bad data or options: one line, as argparse reports
         parser.error(str(error))
-    report = _report(args, name, out, model, result, (train, val, test), started) if rank == 0 else None
+    except OSError as error:  # a full disk under the checkpoint: the message says what is left
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    try:
+        report = _report(args, name, out, model, result, (train, val, test), started) if rank == 0 else None
+    except OSError as error:  # --save-model could not be written after all (metrics.json is)
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     _finish_distributed()
     return report
 
 
 def _report(args: argparse.Namespace, name: str, out: Path, model: nn.Module, result: FitResult, parts: tuple,
             started: float) -> dict[str, Any]:
-    """Rank 0's end of the CLI: test metrics, ``--save-model``, ``metrics.json`` and the summary line."""
+    """Rank 0's end of the CLI: test metrics, ``metrics.json``, ``--save-model`` (after it, so a model that cannot
+    be written leaves the results behind) and the summary line."""
     train, val, test = parts
     test_metrics = evaluate(model, test, device=args.device)
-    if args.save_model is not None:
-        model.save(args.save_model)
     report = {
         "dataset": name, "fusion": args.fusion,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -296,6 +393,13 @@ def _report(args: argparse.Namespace, name: str, out: Path, model: nn.Module, re
     if args.explain:
         report["explanations"] = [str(path) for path in _write_explanations(model, test, args.explain, out)]
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.save_model is not None:
+        try:
+            model.save(args.save_model)
+        except OSError as error:  # its path was checked before training: a full disk, or a folder removed since
+            raise OSError(error.errno, f"--save-model: could not write {args.save_model} ({error.strerror or error});"
+                          f" the run's metrics.json, metrics.csv and checkpoint.pt (best weights under 'best_state')"
+                          f" are in {out}") from error
     summary = ", ".join(
         f"{task} accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f}" if "accuracy" in m
         else f"{task} mse {m['mse']:.4f} r2 {m['r2']:.4f}" for task, m in test_metrics.items())

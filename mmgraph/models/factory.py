@@ -115,7 +115,9 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
     stats = standardization_stats(dataset) if standardize else None
     kwargs = {"class_names": dataset.class_names, "string_labels": dataset.string_labels,
               "input_kinds": {name: kind for name, kind in kinds.items() if kind != "tokens"},
-              "fixed_steps": fixed_steps, **kwargs}
+              "fixed_steps": fixed_steps,
+              "input_spec": {name: _input_spec(shape, dataset.features[name].is_floating_point())
+                             for name, shape in shapes.items()}, **kwargs}
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -196,3 +198,13 @@ def _gives_steps(spec: Mapping[str, Any]) -> bool:
     """Whether an encoder spec gives temporal nodes ``[B, T, D]``."""
     return (spec["name"] in ("pretrained_text", "vocab_text") and spec.get("nodes", "tokens") == "tokens") \
         or spec["name"] == "spectrogram_frames" or bool(spec.get("segments")) or bool(spec.get("return_sequence"))
+
+def _input_spec(shape: tuple[int, ...], floating: bool) -> dict[str, Any]:
+    """What the model accepts for a modality of per-sample ``shape`` (its ``input_spec`` entry): float features keep
+    their feature axis (vectors ``[F]``, frames ``[*, F]``) and image channels (``[C, *, *]``), as the
+    standardisation statistics do; token ids may be of any length."""
+    if not floating:
+        return {"dtype": "int", "shape": [None] * len(shape)}
+    if len(shape) == 3:
+        return {"dtype": "float", "shape": [shape[0], None, None]}
+    return {"dtype": "float", "shape": [None] * (len(shape) - 1) + [shape[-1]]}

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from mmgraph.data.dataset import _check_class_names
 from mmgraph.fusion import build_fusion
 from mmgraph.models import factory
-from mmgraph.models.preprocessing import Standardize, _check_standardized_shape, _describe, check_input_spec, prepare
+from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape, _describe,
+                                           check_input_kinds, prepare)
 from mmgraph.models.serialization import load_model, save_model
 from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import tracing
@@ -59,6 +60,11 @@ class FusionModel(nn.Module):
             :class:`Standardize` modules, so raw features go in at train and predict time).
         class_names: ``{task: [name of class 0, ...]}``, carried in the saved file.
         string_labels: tasks whose labels are names: :func:`mmgraph.training.predict` returns them as strings.
+        input_spec: ``{modality: {"dtype": "float" | "int", "shape": [per-sample sizes, None = any size]}}``, what
+            each modality was trained on (:meth:`from_dataset` records it; carried in the saved file). An input of
+            another rank or size is refused naming the modality and both shapes; an ``"int"`` modality takes token
+            ids (integer tensors only); a ``"float"`` modality takes features, float64 and integer ones cast to the
+            model's dtype. Modalities left out are only checked by their encoders.
         input_kinds: ``{modality: "vector" | "sequence" | "image" | "text"}``: how :meth:`prepare` reads raw
             columns (default: detected from the columns).
         fixed_steps: ``{modality: T}`` for sequences fused step by step as aligned temporal nodes: :meth:`prepare`
@@ -88,6 +94,7 @@ class FusionModel(nn.Module):
         input_stats: Mapping[str, tuple[Tensor, Tensor]] | None = None,
         class_names: Mapping[str, Sequence[str]] | None = None,
         string_labels: Sequence[str] = (),
+        input_spec: Mapping[str, Mapping[str, Any]] | None = None,
         input_kinds: Mapping[str, str] | None = None,
         fixed_steps: Mapping[str, int] | None = None,
     ) -> None:
@@ -127,7 +134,9 @@ class FusionModel(nn.Module):
             "fusion_kwargs": dict(fusion_kwargs or {}), "modality_dropout": self.modality_dropout,
             "head_hidden": head_hidden, "head_dropout": float(head_dropout), "class_names": self.class_names,
             "string_labels": list(self.string_labels)}
-        self.input_kinds, self.fixed_steps = check_input_spec(self.modalities, input_kinds, fixed_steps)
+        self.input_spec: dict[str, dict[str, Any]] = _check_input_spec(input_spec, self.modalities)
+        self._config["input_spec"] = self.input_spec
+        self.input_kinds, self.fixed_steps = check_input_kinds(self.modalities, input_kinds, fixed_steps)
         self._config.update(input_kinds=dict(self.input_kinds), fixed_steps=dict(self.fixed_steps))
         from mmgraph.encoders import build_encoder
 
@@ -299,8 +308,9 @@ class FusionModel(nn.Module):
         if unknown:
             raise ValueError(f"step_mask: unknown modalities {unknown}; expected a subset of {self.modalities}")
         embeddings = []
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
         for m, name in enumerate(self.modalities):
-            x = inputs[name]
+            x = _as_model_dtype(inputs[name], self.input_spec.get(name), dtype)
             if name in self.scalers:
                 _check_standardized_shape(name, x, self.scalers[name].mean)
                 x = self.scalers[name](x)
@@ -386,6 +396,7 @@ class FusionModel(nn.Module):
             x = inputs[name]
             if not isinstance(x, Tensor) or x.dim() == 0:
                 raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}")
+            _check_input(name, x, self.input_spec.get(name))
         batch = inputs[self.modalities[0]].shape[0]
         # pairwise comparisons, not a set of sizes: traced sizes are tensors (torch.jit.trace) or symbols (export)
         if any(inputs[name].shape[0] != batch for name in self.modalities):
@@ -416,6 +427,53 @@ class FusionModel(nn.Module):
 def _all_tensors(inputs: Any) -> bool:
     """Whether ``inputs`` is already a dict of tensors (what :meth:`FusionModel.forward` takes)."""
     return isinstance(inputs, Mapping) and all(isinstance(x, Tensor) for x in inputs.values())
+
+
+def _check_input_spec(input_spec: Mapping[str, Mapping[str, Any]] | None, modalities: list[str]
+                      ) -> dict[str, dict[str, Any]]:
+    """``input_spec`` as plain ``{modality: {"dtype": "float" | "int", "shape": [int | None, ...]}}``."""
+    if input_spec is None:
+        return {}
+    if not isinstance(input_spec, Mapping):
+        raise TypeError(f"input_spec: expected a dict {{modality: {{'dtype': ..., 'shape': ...}}}}, got "
+                        f"{type(input_spec).__name__}")
+    unknown = [name for name in input_spec if name not in modalities]
+    if unknown:
+        raise ValueError(f"input_spec: unknown modalities {unknown}; expected a subset of {modalities}")
+    checked = {}
+    for name, spec in input_spec.items():
+        shape = spec.get("shape") if isinstance(spec, Mapping) else None
+        if not (isinstance(spec, Mapping) and spec.get("dtype") in ("float", "int") and isinstance(shape, (list, tuple))
+                and all(s is None or (type(s) is int and s >= 1) for s in shape)):
+            raise ValueError(f"input_spec[{name!r}]: expected {{'dtype': 'float' | 'int', 'shape': [per-sample sizes, "
+                             f"None = any]}}, got {str(spec)[:120]}")
+        checked[name] = {"dtype": spec["dtype"], "shape": list(shape)}
+    return checked
+
+
+def _check_input(name: str, x: Tensor, spec: Mapping[str, Any] | None) -> None:
+    """``inputs[name]`` against its ``input_spec`` entry: the per-sample shape it was trained on, whatever the rank
+    (an extra axis would otherwise pass through an encoder that maps ``[..., F]``), and integers for token ids."""
+    if spec is None:
+        return
+    if spec["dtype"] == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        sizes = ", ".join(["B", *("*" if s is None else str(s) for s in spec["shape"])])
+        raise TypeError(f"inputs[{name!r}]: expected integer token ids [{sizes}], got "
+                        f"{str(x.dtype).removeprefix('torch.')} of shape {tuple(x.shape)}; this modality's encoder "
+                        "embeds ids, it does not take float features")
+    if not tracing():
+        _check_input_shape(name, x, spec["shape"])
+
+
+def _as_model_dtype(x: Tensor, spec: Mapping[str, Any] | None, dtype: torch.dtype) -> Tensor:
+    """A feature input in the model's floating ``dtype`` (float64 arrays from numpy, integer or bool features of a
+    ``"float"`` modality: values, not token ids); token ids and inputs of unknown kind that are not floats are left
+    as they are for their encoders."""
+    if spec is not None and spec["dtype"] == "int":
+        return x
+    if x.is_floating_point() or (spec is not None and not x.is_complex()):
+        return x.to(dtype)
+    return x
 
 
 def _head(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.Module:

@@ -5,15 +5,16 @@ built for)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from mmgraph.utils import check_int, tracing
 
-__all__ = ["Standardize", "check_input_spec", "prepare"]
+__all__ = ["Standardize", "check_input_kinds", "prepare"]
 
 
 class Standardize(nn.Module):
@@ -43,8 +44,13 @@ def _check_standardized_shape(name: str, x: Tensor, mean: Tensor) -> None:
     the model, or silently succeed on a wrong layout."""
     if tracing():
         return
-    if x.dim() != mean.dim() or any(m != 1 and m != n for m, n in zip(mean.shape[1:], x.shape[1:])):
-        expected = ", ".join(["B", *("*" if m == 1 else str(m) for m in mean.shape[1:])])
+    _check_input_shape(name, x, [None if m == 1 else m for m in mean.shape[1:]])
+
+
+def _check_input_shape(name: str, x: Tensor, shape: Sequence[int | None]) -> None:
+    """``inputs[name]: [B, *shape]`` (None in ``shape`` = any size), whatever the rank of ``x``."""
+    if x.dim() != len(shape) + 1 or any(s is not None and s != n for s, n in zip(shape, x.shape[1:])):
+        expected = ", ".join(["B", *("*" if s is None else str(s) for s in shape)])
         raise ValueError(f"inputs[{name!r}]: expected shape [{expected}] (the shape the model was trained on), got "
                          f"{tuple(x.shape)}")
 
@@ -56,7 +62,7 @@ def _describe(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- raw columns
-def check_input_spec(modalities: list[str], input_kinds: Mapping[str, str] | None,
+def check_input_kinds(modalities: list[str], input_kinds: Mapping[str, str] | None,
                      fixed_steps: Mapping[str, int] | None) -> tuple[dict[str, str], dict[str, int]]:
     """Validate a model's ``input_kinds`` and ``fixed_steps`` (see :class:`~mmgraph.models.FusionModel`)."""
     from mmgraph.data.columns import KINDS
@@ -96,6 +102,10 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
             # the stored kind decides where the form alone is ambiguous (strings, [N, H, W] images); vector and
             # sequence arrays are read as they are, and a wrong shape meets the model's own shape checks
             kind = model.input_kinds.get(name) if name in model.modalities else None
+            if getattr(model, "input_spec", {}).get(name, {}).get("dtype") == "int" and _integer_array(values):
+                inputs[name] = torch.as_tensor(np.asarray(values)).long()  # token ids stay ids
+                masks[name] = torch.ones(len(inputs[name]), dtype=torch.bool)
+                continue
             _, inputs[name], masks[name], found = column_to_tensor(
                 name, values, kind if kind in ("text", "image") else None)
             if found is not None:
@@ -121,6 +131,11 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
     order = model.modalities
     return ({name: inputs[name] for name in order}, {name: masks[name] for name in order},
             {name: steps[name] for name in order if name in steps} or None)
+
+
+def _integer_array(values: Any) -> bool:
+    return (isinstance(values, Tensor) and not values.is_floating_point() and not values.is_complex()) or \
+        (isinstance(values, np.ndarray) and values.dtype.kind in "iu")
 
 
 def _named_mask(mask: Any, names: list[str], num_samples: int) -> dict[str, Tensor]:

@@ -1,6 +1,7 @@
 """Checkpoints of :func:`~mmgraph.training.fit`: atomic, SHA-256-checked files (:func:`save_checkpoint`,
 :func:`load_checkpoint`), the RNG states that make a resumed run bit-identical, and the resume rules: which settings
-changed (the data sets by fingerprint), which may be overridden, and how the optimizer takes the new values."""
+changed (the training options, the model's own settings and the data sets by fingerprint), which may be
+overridden, and how the optimizer takes the new values."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmgraph.io import load_file, save_file
 
@@ -24,8 +25,34 @@ CHECKPOINT_FORMAT = 2
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically with a SHA-256 of its payload (see :mod:`mmgraph.io`); a crash at
     any point leaves either the previous file or the new one, never a torn one. Read it back with
-    :func:`load_checkpoint`."""
-    save_file(path, state, kind="checkpoint")
+    :func:`load_checkpoint`.
+
+    Raises:
+        OSError: the file could not be written (a full disk, a folder removed): the message names the path and
+            says that the previous checkpoint there is intact (``errno`` kept).
+    """
+    try:
+        save_file(path, state, kind="checkpoint")
+    except (OSError, RuntimeError) as error:  # torch.save turns a failed write into RuntimeError("unexpected pos")
+        cause = _os_error(error)
+        if cause is None:
+            raise
+        epoch = state.get("epoch")
+        kept = (f"the previous checkpoint (epoch {epoch - 1}) is intact" if isinstance(epoch, int) and epoch > 1
+                else "the file that was there before is intact" if Path(path).exists()
+                else "no checkpoint was written")
+        raise OSError(cause.errno, f"cannot write the checkpoint {path}: {cause.strerror or cause}; {kept} (a "
+                                   "checkpoint is replaced only once the new one is complete): free space and "
+                                   "continue with resume=True (--resume on the command line)") from error
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``error`` (itself, or what it was raised from or during), if any."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
@@ -65,15 +92,71 @@ def _resume_changes(path: Path, saved: Mapping[str, Any], config: Mapping[str, A
         raise ValueError(f"resume: {path} holds {saved.get('optimizer')!r} optimizer state, which "
                          f"optimizer={config['optimizer']!r} cannot continue (it cannot be overridden); resume with "
                          f"optimizer={saved.get('optimizer')!r}, or start a new run (resume=False)")
-    refused = {name: change for name, change in changed.items() if name not in override}
+    refused = {name: change for name, change in changed.items() if name not in override or name in _ARCHITECTURE}
+    fixed = [name for name in refused if name in _ARCHITECTURE]
+    if fixed:
+        raise ValueError(f"resume: {path} was trained with other settings: {_describe_changes(refused)}; "
+                         f"{', '.join(fixed)} {'shape' if len(fixed) > 1 else 'shapes'} the model's parameters and "
+                         "cannot be overridden: resume with the checkpoint's settings, or start a new run "
+                         "(resume=False; --overwrite on the command line)")
     if refused:
         raise ValueError(f"resume: {path} was trained with other settings: {_describe_changes(refused)}; pass "
-                         f"override={tuple(refused)!r} to continue with this call's values, or start a new run")
+                         f"override={tuple(refused)!r} to continue with this call's values, or start a new run (on "
+                         "the command line: rerun with the checkpoint's settings, or --overwrite)")
     return changed
 
 
+_ARCHITECTURE = ("architecture", "encoders", "fusion", "fusion_kwargs", "dim", "tasks", "head_hidden", "standardized")
+"""Settings of :func:`_model_settings` that shape the model's parameters (a resume cannot override them)."""
+
+
+def _model_settings(model: nn.Module) -> dict[str, Any]:
+    """The model's part of the settings a resume compares: its constructor config (``encoders``, ``fusion``,
+    ``fusion_kwargs``, ``dim``, ``modality_dropout``, heads, ``tasks``, classes) with ``standardized``, the
+    modalities it z-scores (the statistics themselves come from the training data, compared by fingerprint). A
+    model built from modules has no config: its ``architecture`` (parameter names and shapes, by digest) and
+    ``modality_dropout`` stand in."""
+    try:
+        config = model.config()
+    except (AttributeError, TypeError):
+        state = model.state_dict()
+        digest = hashlib.sha256("".join(f"{name}:{tuple(value.shape)};" for name, value in state.items()).encode())
+        settings: dict[str, Any] = {
+            "architecture": f"{type(model).__name__}, {len(state)} tensors, sha256 {digest.hexdigest()[:16]}"}
+    else:
+        settings = {name: value for name, value in config.items() if name not in ("input_stats", "input_spec")}
+        settings["standardized"] = sorted(config["input_stats"])
+    dropout = getattr(model, "modality_dropout", None)
+    if isinstance(dropout, float):  # the value training uses now, should it have been changed after construction
+        settings["modality_dropout"] = dropout
+    return settings
+
+
 def _describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{name} {old!r} (checkpoint) != {new!r} (now)" for name, (old, new) in changes.items())
+    """``"lr 0.01 (checkpoint) != 0.001 (now), encoders['a']['in_dim'] 5 (checkpoint) != 6 (now)"``: dicts down to
+    the entries that differ, long values cut short."""
+    return ", ".join(f"{where} {_short(old)} (checkpoint) != {_short(new)} (now)"
+                     for name, (saved, now) in changes.items() for where, old, new in _differences(name, saved, now))
+
+
+class _NotSet:
+    def __repr__(self) -> str:
+        return "<not set>"
+
+
+def _differences(where: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """``[(where, old, new)]`` of the entries in which two settings differ (nested dicts by key)."""
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return [(where, old, new)]
+    missing = _NotSet()
+    keys = [*old, *(key for key in new if key not in old)]
+    return [difference for key in keys if old.get(key, missing) != new.get(key, missing)
+            for difference in _differences(f"{where}[{key!r}]", old.get(key, missing), new.get(key, missing))]
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]} ...{text[-1]}"
 
 
 def _apply_optimizer_settings(opt: torch.optim.Optimizer, lr_scheduler, config: Mapping[str, Any], new_lr: bool,

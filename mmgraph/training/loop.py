@@ -28,8 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from mmgraph.training.checkpoint import (CHECKPOINT_FORMAT, _apply_optimizer_settings, _describe_changes,
-                                         _fingerprint, _get_rng_state, _resume_changes, _set_rng_state,
-                                         load_checkpoint, save_checkpoint)
+                                         _fingerprint, _get_rng_state, _model_settings, _resume_changes,
+                                         _set_rng_state, load_checkpoint, save_checkpoint)
 from mmgraph.training.checks import (OPTIMIZERS, SCHEDULERS, _check_dataset, _class_weights, _model_tasks,
                                      _parse_monitor, _task_weights)
 from mmgraph.training.distributed import _fit_device, _init_distributed, _use_amp
@@ -127,12 +127,16 @@ def fit(
             with :func:`load_checkpoint` (``model``, ``optimizer``, ``best_state``, ``history``, ``config``, ...).
         resume: continue from ``checkpoint`` if it exists (otherwise start fresh); on CPU the result is
             bit-identical to an uninterrupted run. The checkpoint's training settings (``config``: optimizer, lr,
-            weight_decay, momentum, batch_size, patience, monitor, ..., seed, world_size and fingerprints of the
-            train and val data) must equal this call's; ``epochs`` may differ (to extend a run) unless
-            ``scheduler="cosine"``. A difference raises ``ValueError`` naming each differing setting.
+            weight_decay, momentum, batch_size, patience, monitor, ..., seed, world_size, fingerprints of the
+            train and val data, and the model's own settings: encoders, fusion and its options, dim, modality
+            dropout, heads, standardised modalities) must equal this call's; ``epochs`` may differ (to extend a
+            run) unless ``scheduler="cosine"``. A difference raises ``ValueError`` naming each differing setting,
+            before any weights are loaded.
         override: names of settings allowed to differ on resume (e.g. ``("lr", "batch_size")``): the run continues
             with this call's values (the optimizer's learning rate and weight decay included) and the checkpoint
-            records them, with each override in ``overrides``. The optimizer type cannot be overridden.
+            records them, with each override in ``overrides``. The optimizer type and the settings that shape the
+            model's parameters (encoders, fusion, fusion options, dim, heads, tasks, standardisation) cannot be
+            overridden.
         log_dir: folder for ``metrics.csv`` (one row per epoch, the whole history; rewritten every epoch) and, when
             the ``tensorboard`` package is installed, TensorBoard event files. Rank 0 only.
         progress: tqdm bar over epochs (``tqdm.auto``: a widget in notebooks); None = only when stderr is a terminal.
@@ -192,7 +196,8 @@ def fit(
               "class_weight": class_weight if class_weight in (None, "balanced")
               else {task: [float(w) for w in values] for task, values in class_weights.items()},
               "scheduler": scheduler, "amp": use_amp, "seed": seed, "world_size": world,
-              "train_data": _fingerprint(train_rows), "val_data": _fingerprint(val_rows) if val_rows else None}
+              "train_data": _fingerprint(train_rows), "val_data": _fingerprint(val_rows) if val_rows else None,
+              **_model_settings(raw_model)}
 
     history: list[dict[str, float]] = []
     overrides: list[dict[str, Any]] = []

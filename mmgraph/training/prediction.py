@@ -42,7 +42,12 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     Returns:
         ``{task: predictions}``: class labels ``LongTensor[N]`` -- or, for a task trained on string labels, an
         ndarray of those strings -- and values ``Tensor[N]`` for regression. The model is evaluated in eval mode
-        on ``device`` (its previous mode is restored).
+        on ``device`` (its previous mode is restored). ``N = 0`` samples give empty outputs of those types
+        (``[0]``, ``[0, C]``), after the same checks of the inputs' shapes and dtypes, so a pipeline whose
+        filter left no rows goes on (scikit-learn raises instead).
+
+    Integer arrays of a modality the model takes as float features (its ``input_spec``) are feature values, cast
+    to float; only the modalities whose encoder embeds token ids take them as ids.
     """
     from mmgraph.data import MultiModalDataset
 
@@ -59,7 +64,7 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
         inputs, mask, step_mask = raw_model.prepare(data, mask, step_mask)
         data = MultiModalDataset(inputs, None, mask=mask, step_mask=step_mask)
     elif columns:
-        data = MultiModalDataset(data, None, mask=mask, step_mask=step_mask)
+        data = MultiModalDataset(_features_as_floats(data, raw_model), None, mask=mask, step_mask=step_mask)
     elif not isinstance(data, MultiModalDataset):
         hint = (" (a MultiModalBatch: pass predict(model, batch.inputs, mask=batch.named_mask))"
                 if hasattr(data, "inputs") else "")
@@ -71,6 +76,9 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     was_training = raw_model.training
     raw_model.eval()
     chunks: dict[str, list[Tensor]] = {task: [] for task in tasks}
+    if len(data) == 0:
+        _check_empty(raw_model, data)
+        chunks = {task: [torch.zeros(0, classes or 1)] for task, classes in tasks.items()}
     try:
         for start in range(0, len(data), batch_size):
             batch = data[torch.arange(start, min(start + batch_size, len(data)))].to(device, non_blocking=True)
@@ -148,6 +156,30 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
 
 def _is_dataframe(data: Any) -> bool:
     return hasattr(data, "columns") and hasattr(data, "iloc") and hasattr(data, "to_dict")
+
+
+def _features_as_floats(data: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``data`` with the integer (and bool) arrays of the model's float modalities (``input_spec``) cast to
+    float32: there they are feature values, which a :class:`~mmgraph.data.MultiModalDataset` would otherwise store
+    as token ids (and refuse when negative)."""
+    spec = getattr(model, "input_spec", {})
+    floats = {}
+    for name, x in data.items():
+        if spec.get(name, {}).get("dtype") == "float":
+            if isinstance(x, Tensor) and not (x.is_floating_point() or x.is_complex()):
+                x = x.float()
+            elif isinstance(x, np.ndarray) and x.dtype.kind in "biu":
+                x = x.astype(np.float32)
+        floats[name] = x
+    return floats
+
+
+def _check_empty(model: nn.Module, data) -> None:
+    """The checks a forward pass would make of 0 samples' inputs (shapes, dtypes), without running the model, whose
+    fusions refuse an empty batch."""
+    check = getattr(model, "_check_inputs", None)
+    if check is not None:
+        check(data[torch.arange(0)].inputs)
 
 
 def _check_modalities(arg: str, modalities: list[str], model: nn.Module) -> None:
