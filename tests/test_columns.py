@@ -188,3 +188,12 @@ def test_segment_mean_uses_only_real_steps_and_each_samples_own_duration():
     short = segment_mean(torch.tensor([[[2.0], [4.0]]]), None, 4)  # fewer steps than segments: each still real
     assert short.flatten().tolist() == [2.0, 2.0, 4.0, 4.0]
     assert segment_mean(padded, torch.zeros(1, 10, dtype=torch.bool), 3).abs().sum() == 0  # no real step: zeros
+
+
+def test_sentiment_is_a_registered_data_set():
+    from mmgraph.data.registry import available_datasets, load_dataset
+
+    assert "sentiment" in available_datasets()
+    ds = load_dataset("sentiment", seed=1, samples=30)
+    assert len(ds) == 30 and ds.kinds == {"text": "text", "audio": "sequence", "visual": "sequence"}
+    assert ds.tasks == {"label": 0} and ds.name == "sentiment"

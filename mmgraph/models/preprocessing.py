@@ -127,7 +127,9 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
         raise ValueError(f"columns: the model takes modalities {model.modalities}; missing {missing}, unknown "
                          f"{unknown}")
     for name, length in model.fixed_steps.items():
-        inputs[name], steps[name] = _fit_steps(name, inputs[name], steps.get(name), masks[name], length)
+        inputs[name], fitted = _fit_steps(name, inputs[name], steps.get(name), masks[name], length)
+        if fitted is not None:
+            steps[name] = fitted
     order = model.modalities
     return ({name: inputs[name] for name in order}, {name: masks[name] for name in order},
             {name: steps[name] for name in order if name in steps} or None)
@@ -153,12 +155,11 @@ def _named_mask(mask: Any, names: list[str], num_samples: int) -> dict[str, Tens
 
 
 def _fit_steps(name: str, x: Tensor, steps: Tensor | None, present: Tensor, length: int
-               ) -> tuple[Tensor, Tensor]:
+               ) -> tuple[Tensor, Tensor | None]:
     """Pad ``x [N, T, ...]`` with zeros (or drop padded steps) to exactly ``length`` steps; the step mask follows.
     Real steps beyond ``length`` are refused: the model was built for ``length`` aligned steps."""
-    if x.dim() < 3:
-        raise ValueError(f"columns[{name!r}]: expected a sequence [N, T, D] (the model fuses it as {length} "
-                         f"temporal steps), got shape {tuple(x.shape)}")
+    if x.dim() < 3:  # not a sequence: the model's input check names the expected shape
+        return x, steps
     real = torch.ones(x.shape[:2], dtype=torch.bool) if steps is None else steps.bool()
     if tuple(real.shape) != tuple(x.shape[:2]):
         raise ValueError(f"step_mask[{name!r}]: expected shape {tuple(x.shape[:2])}, got {tuple(real.shape)}")
