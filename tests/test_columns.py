@@ -75,11 +75,11 @@ def sentiment_model(tmp_path_factory):
     return model, path
 
 
-def test_sentiment_defaults_give_the_gnn_temporal_nodes(sentiment_model):
+def test_sentiment_defaults_give_the_gnn_token_nodes_and_pooled_sequences(sentiment_model):
     model, _ = sentiment_model
     specs = model.config()["encoders"]
     assert specs["text"]["name"] == "vocab_text" and specs["text"]["nodes"] == "tokens"
-    assert specs["audio"] == {"name": "conv1d", "in_dim": 8, "segments": 8}
+    assert specs["audio"] == {"name": "conv1d", "in_dim": 8}  # pooled: what learns (factory docstring)
     assert model.config()["fusion_kwargs"]["temporal_window"] == 2
     assert model.input_kinds == {"text": "text", "audio": "sequence", "visual": "sequence"}
 
@@ -131,7 +131,7 @@ def test_explain_and_evaluate_take_raw_columns(sentiment_model):
     model, _ = sentiment_model
     new, score = make_sentiment(4, seed=2)
     explanation = model.explain(new)
-    assert explanation["node_modality"].count("audio") == 8 and explanation["node_modality"].count("text") > 1
+    assert explanation["node_modality"].count("audio") == 1 and explanation["node_modality"].count("text") > 1
     metrics = evaluate(model, MultiModalDataset.from_columns(new, score))["label"]
     assert np.isfinite(metrics["mae"])
 
@@ -197,3 +197,20 @@ def test_sentiment_is_a_registered_data_set():
     ds = load_dataset("sentiment", seed=1, samples=30)
     assert len(ds) == 30 and ds.kinds == {"text": "text", "audio": "sequence", "visual": "sequence"}
     assert ds.tasks == {"label": 0} and ds.name == "sentiment"
+
+
+def test_segment_nodes_are_temporal_nodes_that_ignore_padding():
+    """sequence_nodes="segments": each ragged sequence becomes 8 temporal nodes of the GNN (explain shows them), and
+    the same utterances padded to two lengths still predict the same."""
+    columns, score = make_sentiment(40, seed=0)
+    ds = MultiModalDataset.from_columns(columns, score)
+    model = FusionModel.from_dataset(ds, "gnn", seed=0, text_model=None, sequence_nodes="segments")
+    assert model.config()["encoders"]["audio"]["segments"] == 8
+    fit(model, ds, epochs=1, batch_size=20, seed=0, progress=False)
+    new, _ = make_sentiment(3, seed=1)
+    assert model.explain(new)["node_modality"].count("audio") == 8
+    audio, steps, _ = pad_ragged(new["audio"])
+    longer = np.concatenate([audio, np.zeros((3, 30, audio.shape[2]), np.float32)], axis=1)
+    longer_steps = np.concatenate([steps, np.zeros((3, 30), bool)], axis=1)
+    got = predict(model, {**new, "audio": longer}, step_mask={"audio": longer_steps})["label"]
+    torch.testing.assert_close(got, predict(model, new)["label"], rtol=0, atol=1e-6)

@@ -20,7 +20,7 @@ __all__ = ["from_dataset"]
 
 
 SEGMENTS = 8
-"""Temporal nodes per ragged sequence for a fusion that takes unaligned sequences (the GNN)."""
+"""Temporal nodes per ragged sequence with ``sequence_nodes="segments"`` (a fusion that takes unaligned sequences)."""
 
 TEMPORAL_WINDOW = 2
 """``temporal_window`` the GNN gets by default when some modality gives it temporal nodes."""
@@ -32,7 +32,8 @@ MAX_TOKENS = 64
 def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, encoder: str = "mlp",
                  fusion_kwargs: dict[str, Any] | None = None, encoder_kwargs: dict[str, Any] | None = None,
                  standardize: bool = False, seed: int | None = None, encoders: Mapping[str, Any] | None = None,
-                 text_model: str | None = DEFAULT_TEXT_MODEL, text_nodes: str = "tokens", **kwargs: Any
+                 text_model: str | None = DEFAULT_TEXT_MODEL, text_nodes: str = "tokens",
+                 sequence_nodes: str = "pooled", **kwargs: Any
                  ) -> FusionModel:
     """Build encoders from ``dataset.input_shapes`` (dtypes, step masks and ``kinds``) and a model for
     ``dataset.tasks``.
@@ -48,9 +49,12 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
       vocabulary of the training texts (also with ``text_model=None``). ``text_nodes="tokens"`` gives the GNN one
       node per token, ``"sentence"`` one node; other fusions get the sentence;
     * ``(T, F)`` float frames of a data set built by ``from_columns``, or with a step mask (ragged) where the next
-      rule does not apply -> ``"conv1d"`` over the real
-      steps: for a fusion that takes unaligned sequences (the GNN) as :data:`SEGMENTS` temporal nodes (each the mean
-      of an equal span of the sample's own duration, so padding never matters), for the others pooled to ``[B, D]``;
+      rule does not apply -> ``"conv1d"`` over the real steps, max-pooled to ``[B, D]`` for every fusion; with
+      ``sequence_nodes="segments"`` a fusion that takes unaligned sequences (the GNN) gets :data:`SEGMENTS` temporal
+      nodes instead (each the mean of an equal span of the sample's own duration, so padding never matters).
+      Pooled is the default because it is what learns today: on make_sentiment (600 utterances, 15 epochs) the
+      GNN reaches R² 0.85 pooled and 0.01 with segment nodes; on the planted event task of tests/test_defaults.py
+      0.94 pooled and 0.84 with segments;
     * ``(T, F)`` float frames of other data sets -> a per-step ``"mlp"`` (embeddings ``[B, T, D]``, temporal nodes)
       when the fusion supports sequences and every modality is such a sequence of the same ``T`` (that ``T`` is
       kept as the model's ``fixed_steps``); otherwise ``"gru"`` pooling the sequence to ``[B, D]``;
@@ -77,6 +81,7 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
     if fusion not in _REGISTRY:
         raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {sorted(_REGISTRY)}")
     check_choice("text_nodes", text_nodes, ("tokens", "sentence"))
+    check_choice("sequence_nodes", sequence_nodes, ("pooled", "segments"))
     overrides = dict(encoders or {})
     unknown = [name for name in overrides if name not in dataset.modalities]
     if unknown:
@@ -104,7 +109,8 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
         elif kinds[name] == "tokens":
             specs[name] = {"name": "gru", "vocab_size": int(dataset.features[name].max()) + 1}
         elif name in ragged:
-            specs[name] = {"name": "conv1d", "in_dim": shape[1], **({"segments": SEGMENTS} if unaligned else {})}
+            segments = unaligned and sequence_nodes == "segments"
+            specs[name] = {"name": "conv1d", "in_dim": shape[1], **({"segments": SEGMENTS} if segments else {})}
         else:
             specs[name] = {"name": "mlp" if temporal else "gru", "in_dim": shape[1]}
     fusion_kwargs = dict(fusion_kwargs or {})
