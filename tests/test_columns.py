@@ -214,3 +214,15 @@ def test_segment_nodes_are_temporal_nodes_that_ignore_padding():
     longer_steps = np.concatenate([steps, np.zeros((3, 30), bool)], axis=1)
     got = predict(model, {**new, "audio": longer}, step_mask={"audio": longer_steps})["label"]
     torch.testing.assert_close(got, predict(model, new)["label"], rtol=0, atol=1e-6)
+
+
+def test_the_comparison_runs_on_raw_text_data():
+    """mmgraph.compare on the 'sentiment' data set: text (code points) gets no corruption curve instead of a
+    TypeError from the protocol's Gaussian noise."""
+    import mmgraph
+    from mmgraph.data.registry import load_dataset
+
+    result = mmgraph.compare(load_dataset("sentiment", samples=60), methods=["concat"], epochs=1, plots=False,
+                             progress=False)
+    run = result.runs[0]
+    assert set(run["corruption"]) == {"audio", "visual"} and np.isfinite(result.table()[0]["score"])
