@@ -226,3 +226,21 @@ def test_the_comparison_runs_on_raw_text_data():
                              progress=False)
     run = result.runs[0]
     assert set(run["corruption"]) == {"audio", "visual"} and np.isfinite(result.table()[0]["score"])
+
+
+def test_mmgraph_predict_reads_text_and_step_masks_from_the_npz(sentiment_model, tmp_path):
+    """`mmgraph predict` on an .npz with a unicode text array and padded sequences + <modality>_step_mask arrays
+    gives the predictions of the raw columns (the step masks were ignored before: padding read as frames)."""
+    from mmgraph.cli.predict import main
+
+    model, path = sentiment_model
+    new, _ = make_sentiment(4, seed=1)
+    audio, audio_steps, _ = pad_ragged(new["audio"])
+    audio = np.concatenate([audio, np.zeros((4, 20, audio.shape[2]), np.float32)], axis=1)
+    audio_steps = np.concatenate([audio_steps, np.zeros((4, 20), bool)], axis=1)
+    visual, visual_steps, visual_present = pad_ragged(new["visual"])
+    np.savez(tmp_path / "new.npz", text=np.array(new["text"]), audio=audio, audio_step_mask=audio_steps,
+             visual=visual, visual_step_mask=visual_steps, visual_mask=visual_present)
+    csv = main([str(path), "--data", str(tmp_path / "new.npz"), "--out", str(tmp_path / "p.csv")])
+    values = [float(line) for line in csv.read_text().splitlines()[1:]]
+    np.testing.assert_allclose(values, predict(model, new)["label"].numpy(), rtol=1e-5, atol=1e-6)
