@@ -1,5 +1,6 @@
 """Shipping a trained GNN-fusion model: file size, CPU inference speed and accuracy of fp32 / int8 / pruned
-variants, equality of the exported programs, and the scikit-learn estimator under cross-validation.
+variants, equality of the exported programs, one-sample ``predict`` latency against the direct call, and the
+scikit-learn estimator under cross-validation.
 
     python benchmarks/deploy.py [--rounds 7 --threads 1 --out results/deploy.json --no-sklearn]
 
@@ -8,12 +9,25 @@ FusionModel with GNN fusion is trained on raw features (standardisation inside t
 (compare_fusion.py's before its re-tuning: dim 64, modality dropout 0.2, encoder dropout 0.2, Adam 1e-3, weight decay 1e-3,
 <= 100 epochs, patience 15, best validation epoch restored). Then:
 
-  fp32    the trained model, as written by ``model.save`` (one checksummed file);
-  int8    ``torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)``;
-  pruned  50% L1 (magnitude) unstructured pruning of every ``nn.Linear`` weight (``torch.nn.utils.prune``, made
-          permanent), no fine-tuning;
-  export  ``torch.export.export`` (dynamic batch) and ONNX (``torch.onnx.export(dynamo=True)``) run by ONNX
-          Runtime: largest absolute difference of the test logits to eager fp32.
+  fp32        the trained model, as written by ``model.save`` (one safetensors file);
+  int8        ``mmgraph.models.quantize_int8(model)``: every ``nn.Linear`` weight int8 with per-channel scales,
+              float activations; saved by ``model.save`` (int8 tensors in the file);
+  int8-ao     ``torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)`` (deprecated on
+              torch 2.13; int8 activations too), saved by ``model.save``;
+  int8-torchao  ``torchao.quantization.quantize_(model, Int8WeightOnlyConfig())``, when torchao is installed (not
+              a dependency of mmgraph), saved by ``model.save``;
+  pruned      50% L1 (magnitude) unstructured pruning of every ``nn.Linear`` weight (``torch.nn.utils.prune``, made
+              permanent), no fine-tuning;
+  export      ``torch.export.export`` (dynamic batch) and ONNX (``mmgraph.models.export_onnx``) run by ONNX
+              Runtime: largest absolute difference of the test logits to eager fp32.
+
+File sizes are of ``model.save``; accuracy is measured on the variant and again on the model loaded from its file
+(int8-ao and int8-torchao load as weight-only int8, ``Int8Linear``).
+
+One-sample latency: ``predict(model, {modality: ndarray [1, F]})`` on the model loaded from its file against
+``model(inputs)`` (tensors, ``torch.no_grad``), the same sample, interleaved in each of ``--rounds`` rounds of
+``--seconds``; per round the median of the calls, reported as the median over rounds and the median of the
+per-round ratios.
 
 Inference speed: the 400 test samples as one batch, ``--threads`` CPU threads, every variant timed in each of
 ``--rounds`` interleaved rounds; samples/s is the median over rounds and each ratio to fp32 the median of the
@@ -28,7 +42,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
-import io
 import json
 import platform
 import statistics
@@ -45,8 +58,9 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmgraph import FusionModel, evaluate, fit  # noqa: E402
+from mmgraph import FusionModel, evaluate, fit, predict  # noqa: E402
 from mmgraph.data import load_handwritten, stratified_split  # noqa: E402
+from mmgraph.models import export_onnx, quantize_int8  # noqa: E402
 
 
 def _train(seed: int) -> tuple[FusionModel, object, object]:
@@ -62,25 +76,31 @@ def _train(seed: int) -> tuple[FusionModel, object, object]:
 def _variants(model: FusionModel) -> dict[str, nn.Module]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+        dynamic = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
     pruned = copy.deepcopy(model)
     for module in pruned.modules():
         if isinstance(module, nn.Linear):
             prune.l1_unstructured(module, "weight", amount=0.5)
             prune.remove(module, "weight")
-    return {"fp32": model, "int8": quantized.eval(), "pruned": pruned.eval()}
+    variants = {"fp32": model, "int8": quantize_int8(model).eval(), "int8-ao": dynamic.eval()}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        torchao = copy.deepcopy(model)
+        quantize_(torchao, Int8WeightOnlyConfig())
+        variants["int8-torchao"] = torchao.eval()
+    except ImportError:
+        pass
+    variants["pruned"] = pruned.eval()
+    return variants
 
 
-def _file_sizes(name: str, module: nn.Module, directory: Path) -> dict[str, int]:
-    """Bytes of the saved file and of its gzip. fp32 and pruned: ``model.save``; int8: ``torch.save`` of the
-    quantised state dict (packed int8 weights), as ``model.save`` stores float weights only."""
-    if name == "int8":
-        buffer = io.BytesIO()
-        torch.save(module.state_dict(), buffer)
-        data = buffer.getvalue()
-    else:
-        data = module.save(directory / f"{name}.mmgraph").read_bytes()
-    return {"file_bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6))}
+def _saved(name: str, module: nn.Module, directory: Path) -> tuple[FusionModel, dict[str, int]]:
+    """``module.save`` then ``FusionModel.load``: the loaded model and the bytes of the file and of its gzip."""
+    path = module.save(directory / f"{name}.mmgraph")
+    data = path.read_bytes()
+    return FusionModel.load(path), {"file_bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=6))}
 
 
 def _linear_share(model: nn.Module) -> float:
@@ -117,26 +137,53 @@ def _exports(model: FusionModel, inputs: dict[str, torch.Tensor], directory: Pat
     except ImportError:
         result["onnx"] = "not measured: onnxruntime absent (pip install 'mmgraph[export]')"
         return result
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx_program = torch.onnx.export(model, (), kwargs={"inputs": inputs}, dynamo=True, verbose=False,
-                                         dynamic_shapes={"inputs": dynamic})
-    path = directory / "model.onnx"
-    onnx_program.save(str(path))
+    path = export_onnx(model, directory / "model.onnx", inputs)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [node.name for node in session.get_inputs()]
+    result["onnx_output_names"] = [node.name for node in session.get_outputs()]
+    result["onnx_metadata"] = session.get_modelmeta().custom_metadata_map
 
     def run(data: dict[str, torch.Tensor]) -> np.ndarray:
-        return session.run(None, {name: data[name.removeprefix("inputs_")].numpy() for name in names})[0]
+        return session.run(["label"], {name: data[name.removeprefix("inputs_")].numpy() for name in names})[0]
 
     result["onnxruntime"] = run
-    result["onnx_file_bytes"] = path.stat().st_size + sum(p.stat().st_size for p in directory.glob("model.onnx.*"))
+    result["onnx_file_bytes"] = path.stat().st_size
     result["onnxruntime_max_abs_diff"] = float(np.abs(run(inputs) - eager.numpy()).max())
     result["onnxruntime_max_abs_diff_batch7"] = float(np.abs(run(small) - model(small)["label"].numpy()).max())
     return result
+
+
+def _one_sample_latency(model: FusionModel, test, rounds: int, seconds: float) -> dict[str, object]:
+    """``predict`` of one raw sample on a loaded model against the direct call, interleaved rounds."""
+    sample = test[torch.arange(1)]
+    tensors = sample.inputs
+    arrays = {name: x.numpy() for name, x in reversed(tensors.items())}  # raw arrays, another key order
+
+    def direct() -> None:
+        with torch.no_grad():
+            model(tensors)
+
+    def predict_one() -> None:
+        predict(model, arrays, device="cpu")
+
+    assert int(predict(model, arrays, device="cpu")["label"][0]) == int(model(tensors)["label"].argmax())
+    medians: dict[str, list[float]] = {"direct": [], "predict": []}
+    for _ in range(rounds):
+        for name, call in (("direct", direct), ("predict", predict_one)):
+            call()
+            times, started = [], time.perf_counter()
+            while time.perf_counter() - started < seconds / 2:
+                begin = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - begin)
+            medians[name].append(statistics.median(times))
+    ratios = [p / d for p, d in zip(medians["predict"], medians["direct"])]
+    return {"direct_ms": 1e3 * statistics.median(medians["direct"]),
+            "predict_ms": 1e3 * statistics.median(medians["predict"]),
+            "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)], "rounds": rounds}
 
 
 def _sklearn_cv(data, seed: int) -> dict[str, object]:
@@ -171,23 +218,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                     or platform.machine(), "threads": args.threads},
         "test_samples": len(test), "parameters": sum(p.numel() for p in model.parameters()),
         "linear_weight_share": _linear_share(model), "variants": {}}
-    with tempfile.TemporaryDirectory() as directory, torch.no_grad():
+    with tempfile.TemporaryDirectory() as directory:
         directory = Path(directory)
+        loaded = {}
         for name, module in variants.items():
+            loaded[name], sizes = _saved(name, module, directory)
             linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
             report["variants"][name] = {
                 "accuracy": evaluate(module, test, device="cpu")["label"]["accuracy"],
-                **_file_sizes(name, module, directory),
+                "accuracy_after_load": evaluate(loaded[name], test, device="cpu")["label"]["accuracy"], **sizes,
                 "zero_linear_weights": (sum(int((m.weight == 0).sum()) for m in linears)
-                                        / max(1, sum(m.weight.numel() for m in linears))) if name != "int8" else None}
-        exports = _exports(model, inputs, directory)
-        callables = {name: (lambda data, module=module: module(data)) for name, module in variants.items()}
-        callables.update({name: exports[name] for name in ("torch.export", "onnxruntime") if callable(
-            exports.get(name))})
-        rates: dict[str, list[float]] = {name: [] for name in callables}
-        for _ in range(args.rounds):
-            for name, call in callables.items():
-                rates[name].append(_time(call, inputs, args.seconds))
+                                        / max(1, sum(m.weight.numel() for m in linears))) if name == "pruned" else None}
+        report["one_sample_predict"] = _one_sample_latency(loaded["fp32"], test, args.rounds, args.seconds)
+        with torch.no_grad():
+            exports = _exports(model, inputs, directory)
+            callables = {name: (lambda data, module=module: module(data)) for name, module in variants.items()}
+            callables.update({name: exports[name] for name in ("torch.export", "onnxruntime") if callable(
+                exports.get(name))})
+            rates: dict[str, list[float]] = {name: [] for name in callables}
+            for _ in range(args.rounds):
+                for name, call in callables.items():
+                    rates[name].append(_time(call, inputs, args.seconds))
     for name, values in rates.items():
         ratios = [value / base for value, base in zip(values, rates["fp32"])]
         entry = report["variants"].setdefault(name, {})
@@ -196,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     report["export"] = {k: v for k, v in exports.items() if not callable(v)}
     report["int8_accuracy_drop_points"] = 100 * (report["variants"]["fp32"]["accuracy"]
                                                  - report["variants"]["int8"]["accuracy"])
+    report["int8_file_ratio"] = report["variants"]["fp32"]["file_bytes"] / report["variants"]["int8"]["file_bytes"]
     if not args.no_sklearn:
         report["sklearn_cross_val_score"] = _sklearn_cv(data, args.seed)
     report["total_time_s"] = time.perf_counter() - started
@@ -215,9 +267,13 @@ def _markdown(report: dict) -> str:
         low, high = entry["ratio_range"]
         lines.append(f"| {name} | {accuracy} | {size} | {gz} | {entry['samples_per_s']:,.0f} | "
                      f"{entry['ratio_to_fp32']:.2f} ({low:.2f}-{high:.2f}) |")
+    latency = report["one_sample_predict"]
+    lines.append("")
+    lines.append(f"one sample: predict {latency['predict_ms']:.3f} ms, direct call {latency['direct_ms']:.3f} ms, "
+                 f"ratio {latency['ratio']:.2f} ({latency['ratio_range'][0]:.2f}-{latency['ratio_range'][1]:.2f})")
     lines.append("")
     lines.append(json.dumps({"export": report["export"], "int8_accuracy_drop_points":
-                             report["int8_accuracy_drop_points"],
+                             report["int8_accuracy_drop_points"], "int8_file_ratio": report["int8_file_ratio"],
                              "sklearn_cross_val_score": report.get("sklearn_cross_val_score")}, indent=1))
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """Checksummed, atomic files for checkpoints and saved models.
 
-Every file mmgraph writes (training checkpoints, self-describing model files) has the same envelope, a plain
-``torch.save`` dict that ``torch.load(path, weights_only=True)`` reads:
+Training checkpoints (and the model files of mmgraph's model format 1; model files are now safetensors, see
+:mod:`mmgraph.models.serialization`) have the same envelope, a plain ``torch.save`` dict that
+``torch.load(path, weights_only=True)`` reads:
 
 ``{"mmgraph_file": FORMAT, "kind": "checkpoint" | "model", "sha256": hex digest, "payload": UInt8Tensor[n]}``
 
@@ -10,8 +11,9 @@ is what catches corruption: PyTorch's zip reader does not verify its CRCs, so wi
 ``.pt`` file load silently with changed tensors. :func:`load_file` verifies the digest before it deserialises the
 payload (again with ``weights_only=True``), and every failure is a :class:`CorruptFileError` naming the path.
 
-Writes are atomic: a temporary file in the same directory, ``fsync``, ``os.replace``, then an ``fsync`` of the
-directory; a crash leaves the previous file or the new one, never a torn one. Temporary files left by killed
+Writes are atomic (:func:`save_file`; :func:`write_atomic` for the safetensors model files and ONNX exports;
+:func:`write_text` for reports): a temporary file in the same directory, ``fsync``, ``os.replace``, then an ``fsync``
+of the directory; a crash leaves the previous file or the new one, never a torn one. Temporary files left by killed
 writers of the same file (``<name>.tmp<pid>`` of a process that no longer runs) are removed on the next write.
 """
 
@@ -35,6 +37,12 @@ class CorruptFileError(ValueError):
     wrong kind. The message names the path."""
 
 
+class IncompatibleFileError(ValueError):
+    """An intact mmgraph file that this version cannot use: written by a newer mmgraph (a later format, a config
+    key this version does not know) or whose recorded settings and weights disagree. The message names the path
+    and what differs."""
+
+
 def save_file(path: str | os.PathLike, payload: Mapping[str, Any], kind: str) -> Path:
     """Write ``payload`` (a dict of tensors, numbers, strings, lists and dicts) atomically to ``path``.
 
@@ -48,25 +56,29 @@ def save_file(path: str | os.PathLike, payload: Mapping[str, Any], kind: str) ->
     """
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(dict(payload), buffer)
     data = buffer.getbuffer()
     envelope = {"mmgraph_file": FORMAT, "kind": kind, "sha256": hashlib.sha256(data).hexdigest(),
                 "payload": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
-    return _write_atomically(path, lambda handle: torch.save(envelope, handle))
+    return _write_atomically(Path(path), lambda handle: torch.save(envelope, handle))
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    """Write ``data`` atomically to ``path`` (the safetensors model files, ONNX exports); parent directories are
+    created. Returns the path written."""
+    return _write_atomically(Path(path), lambda handle: handle.write(data))
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) atomically to ``path`` (reports, CSV); parent directories are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+    return _write_atomically(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """``write(handle)`` into a temporary file beside ``path``, ``fsync``, ``os.replace``, ``fsync`` the folder."""
+    """``write(handle)`` into a temporary file beside ``path`` (``<name>.tmp<pid>``), ``fsync``, ``os.replace``,
+    ``fsync`` the folder. Parent directories are created; temporaries left by killed writers are removed first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
     temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
@@ -105,7 +117,11 @@ def load_file(path: str | os.PathLike, kind: str, map_location: str | torch.devi
         raise CorruptFileError(f"{path}: corrupt or truncated file ({size} bytes), cannot be read: "
                                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                                ) from error
-    if not (isinstance(envelope, dict) and envelope.get("mmgraph_file") == FORMAT
+    version = envelope.get("mmgraph_file") if isinstance(envelope, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT:
+        raise IncompatibleFileError(f"{path}: written by a newer mmgraph (file format {version}; this mmgraph reads "
+                                    f"format {FORMAT}); upgrade mmgraph to read it")
+    if not (isinstance(envelope, dict) and version == FORMAT
             and isinstance(envelope.get("payload"), torch.Tensor) and isinstance(envelope.get("sha256"), str)):
         raise CorruptFileError(f"{path}: not an mmgraph {kind} file (format {FORMAT}), or its header is corrupt")
     if envelope.get("kind") != kind:

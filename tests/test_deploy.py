@@ -13,7 +13,7 @@ from torch import nn
 
 from mmgraph import FusionModel, MultiModalDataset, evaluate, fit, predict
 from mmgraph.data import load_handwritten, standardization_stats, stratified_split
-from mmgraph.io import CorruptFileError
+from mmgraph.io import CorruptFileError, IncompatibleFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def test_model_file_holds_config_statistics_and_versions(tmp_path):
     assert loaded.config() == model.config() and loaded.config()["fusion_kwargs"] == {"conv": "gcn", "layers": 1}
     stats = standardization_stats(train)
     assert torch.equal(loaded.scalers["a"].mean, stats["a"][0]) and torch.equal(loaded.scalers["b"].std, stats["b"][1])
-    assert set(loaded.versions) == {"mmgraph", "torch"} and not loaded.training
+    assert set(loaded.versions) == {"mmgraph", "torch", "safetensors"} and not loaded.training
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 
@@ -150,6 +150,131 @@ def test_byte_flipped_or_truncated_model_file_is_refused_with_its_path(tmp_path)
     truncated.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CorruptFileError, match=f"{truncated}.*corrupt"):
         FusionModel.load(truncated)
+
+
+def _small_model(**kwargs) -> FusionModel:
+    encoders = {"a": {"name": "mlp", "in_dim": 4}, "b": {"name": "mlp", "in_dim": 3}}
+    stats = {"a": (torch.arange(4.0).view(1, 4), torch.full((1, 4), 2.0))}
+    return FusionModel(encoders, "gnn", {"label": 2}, dim=8, input_stats=stats, fusion_kwargs={"layers": 1},
+                       class_names={"label": ["no", "yes"]}, **kwargs).eval()
+
+
+def test_model_file_is_safetensors_read_without_pickle(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    from mmgraph.models.serialization import content_digest
+
+    model = _small_model()
+    path = model.save(tmp_path / "m.mmgraph")
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    assert metadata["format"] == "mmgraph.model" and metadata["format_version"] == "2"
+    assert json.loads(metadata["config"]) == model.config()
+    assert json.loads(metadata["class_names"]) == {"label": ["no", "yes"]}
+    assert json.loads(metadata["preprocessing"]) == {"a": {"kind": "standardize", "mean": "scalers.a.mean",
+                                                           "std": "scalers.a.std"}}
+    assert set(json.loads(metadata["versions"])) == {"mmgraph", "torch", "safetensors"}
+    assert metadata["sha256"] == content_digest(tensors, metadata)
+    assert tensors.keys() == model.state_dict().keys()
+    assert all(torch.equal(tensors[key], value) for key, value in model.state_dict().items())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load called on a safetensors model file")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    inputs = {"a": torch.randn(5, 4), "b": torch.randn(5, 3)}
+    assert torch.equal(FusionModel.load(path)(inputs)["label"], model(inputs)["label"])
+
+
+def test_model_file_of_format_1_loads_and_predicts_the_same():
+    # tests/fixtures/format1_gnn.* were written by mmgraph 0.1.0 (the torch envelope of mmgraph.io) with the
+    # inputs and logits of the model that wrote it
+    recorded = json.loads((ROOT / "tests/fixtures/format1_gnn.json").read_text())
+    model = FusionModel.load(ROOT / "tests/fixtures/format1_gnn.mmgraph")
+    inputs = {name: torch.tensor(values) for name, values in recorded["inputs"].items()}
+    assert torch.equal(model(inputs)["label"], torch.tensor(recorded["logits"]))
+    assert list(predict(model, {k: v.numpy() for k, v in inputs.items()})["label"]) == [
+        ["cat", "dog", "owl"][i] for i in torch.tensor(recorded["logits"]).argmax(1).tolist()]
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_bit_flipped_safetensors_model_file_is_refused_or_unchanged(tmp_path, seed):
+    model = _small_model()
+    path = model.save(tmp_path / "m.mmgraph")
+    data = bytearray(path.read_bytes())
+    generator = torch.Generator().manual_seed(seed)
+    # half the flips in the header (config, shapes, offsets), half in the tensor bytes
+    header = int.from_bytes(data[:8], "little") + 8
+    low, high = (0, header) if seed % 2 else (header, len(data))
+    position = low + int(torch.randint(high - low, (1,), generator=generator))
+    data[position] ^= 1 << int(torch.randint(8, (1,), generator=generator))
+    path.write_bytes(bytes(data))
+    try:
+        loaded = FusionModel.load(path)
+    except CorruptFileError as error:
+        assert str(path) in str(error) and "corrupt" in str(error)
+        return
+    # a flip that changes nothing read (header padding) must leave the content intact
+    assert loaded.config() == model.config()
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize("keep", [0, 7, 100, 0.5, -1])
+def test_truncated_safetensors_model_file_is_refused_with_its_path(tmp_path, keep):
+    path = _small_model().save(tmp_path / "m.mmgraph")
+    data = path.read_bytes()
+    cut = keep if isinstance(keep, int) and keep >= 0 else (int(len(data) * keep) if keep > 0 else len(data) - 1)
+    path.write_bytes(data[:cut])
+    with pytest.raises(CorruptFileError, match="corrupt") as info:
+        FusionModel.load(path)
+    assert str(path) in str(info.value)
+
+
+def _rewrite_metadata(path: Path, **changes: str) -> None:
+    """Rewrite a model file's metadata (without updating its checksum)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = {**handle.metadata(), **changes}
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    save_file(tensors, str(path), metadata)
+
+
+def test_model_file_of_a_newer_format_says_upgrade(tmp_path):
+    path = _small_model().save(tmp_path / "m.mmgraph")
+    _rewrite_metadata(path, format_version="3")
+    with pytest.raises(IncompatibleFileError, match=r"m.mmgraph: written by a newer mmgraph \(model format 3; .*"
+                                                    r"upgrade mmgraph"):
+        FusionModel.load(path)
+    from mmgraph.io import save_file
+
+    legacy = tmp_path / "legacy.mmgraph"
+    save_file(legacy, {"format": 7, "config": {}, "state_dict": {}}, kind="model")
+    with pytest.raises(IncompatibleFileError, match=r"legacy.mmgraph: written by a newer mmgraph \(model format 7"):
+        FusionModel.load(legacy)
+
+
+def test_model_file_with_an_unknown_config_key_names_the_key_and_the_file(tmp_path):
+    model = _small_model()
+    model._config["future_option"] = True  # as a newer mmgraph that grew a constructor argument would write
+    path = model.save(tmp_path / "m.mmgraph")
+    with pytest.raises(IncompatibleFileError, match=r"m.mmgraph: config keys \['future_option'\] are not known "
+                                                    r"to this mmgraph .*upgrade mmgraph"):
+        FusionModel.load(path)
+
+
+def test_model_file_whose_config_and_weights_disagree_gives_a_settings_diff(tmp_path):
+    model = _small_model()
+    model._config["encoders"]["a"]["in_dim"] = 6  # a writer that recorded another input width than it trained
+    path = model.save(tmp_path / "m.mmgraph")
+    with pytest.raises(IncompatibleFileError) as info:
+        FusionModel.load(path)
+    message = str(info.value)
+    assert str(path) in message and "config and weights disagree" in message
+    assert "encoders.a.net.0.weight: file [8, 4] float32, config builds [8, 6] float32" in message
+    assert "Error(s) in loading state_dict" not in message
 
 
 def test_seed_makes_initialisation_reproducible_and_models_of_built_modules_cannot_be_saved(tmp_path):
@@ -196,6 +321,27 @@ def test_standardize_statistics_ignore_nan_placeholders_of_masked_entries():
     clean = standardization_stats(MultiModalDataset(features, y, mask=present))
     placeholders = standardization_stats(MultiModalDataset(with_nan, y, mask=present))
     assert all(torch.equal(clean[m][i], placeholders[m][i]) for m in clean for i in (0, 1))
+
+
+def test_one_sample_predict_gives_the_direct_calls_outputs_with_or_without_a_mask(tmp_path):
+    # predict's fast path (no .to()/.eval() walk on a model already there, no mask when nothing is masked) must not
+    # change a result or skip the mask
+    features, y, _ = _toy()
+    built = FusionModel.from_dataset(MultiModalDataset(features, y), "gnn", dim=8, seed=0, standardize=True)
+    model = FusionModel.load(built.save(tmp_path / "m.mmgraph"))
+    one = {"b": features["b"][:1], "a": features["a"][:1]}
+    tensors = {name: torch.from_numpy(x) for name, x in one.items()}
+    with torch.no_grad():
+        direct = model(tensors)["label"]
+        direct_masked = model(tensors, {"b": torch.tensor([False])})["label"]
+    assert torch.allclose(predict(model, one, logits=True)["label"], direct, atol=1e-6, rtol=0)
+    masked = predict(model, one, logits=True, mask={"b": np.array([False])})["label"]
+    assert torch.equal(masked, direct_masked) and not torch.allclose(masked, direct)
+    model.train()
+    assert torch.allclose(predict(model, one, logits=True)["label"], direct, atol=1e-6, rtol=0)  # eval mode
+    assert model.training  # and put back
+    with pytest.raises(ValueError, match=r"inputs\['a'\]: expected shape \[B, 4\]"):
+        predict(model, {"a": features["a"][:1, :3], "b": one["b"]})
 
 
 def test_predict_gives_probabilities_logits_and_regression_values():
@@ -295,17 +441,24 @@ def test_torch_export_matches_eager_with_a_dynamic_batch(exported):
 
 
 @pytest.mark.dynamo
-def test_onnx_runtime_matches_eager(exported, tmp_path):
+def test_onnx_runtime_matches_eager_with_outputs_named_by_task_and_class_names_in_the_metadata(exported, tmp_path):
     ort = pytest.importorskip("onnxruntime", reason="optional extra 'export' (onnx, onnxscript, onnxruntime)")
     pytest.importorskip("onnxscript")
+    from mmgraph.models import export_onnx
+
     model, inputs = exported
-    program = torch.onnx.export(model, (), kwargs={"inputs": inputs}, dynamo=True, verbose=False)
-    program.save(str(tmp_path / "model.onnx"))
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    names = [node.name for node in session.get_inputs()]
-    assert names == ["inputs_a", "inputs_b"]
-    (logits,) = session.run(None, {f"inputs_{m}": inputs[m].numpy() for m in ("a", "b")})
-    assert np.allclose(logits, model(inputs)["label"].detach().numpy(), atol=1e-5, rtol=0)
+    model.class_names = {"label": ["low", "high"]}  # as a model trained on named classes carries them
+    path = export_onnx(model, tmp_path / "model.onnx", {"b": inputs["b"], "a": inputs["a"]})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [node.name for node in session.get_inputs()] == ["inputs_a", "inputs_b"]
+    assert [node.name for node in session.get_outputs()] == ["label"]  # was "linear_11"
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["mmgraph.class_names"]) == {"label": ["low", "high"]}
+    assert json.loads(metadata["mmgraph.tasks"]) == {"label": 2}
+    assert json.loads(metadata["mmgraph.modalities"]) == ["a", "b"]
+    for data in (inputs, {name: x[:5] for name, x in inputs.items()}):
+        (logits,) = session.run(["label"], {f"inputs_{m}": data[m].numpy() for m in ("a", "b")})
+        assert np.allclose(logits, model(data)["label"].detach().numpy(), atol=1e-5, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning",
@@ -328,6 +481,47 @@ def test_int8_dynamic_quantisation_and_magnitude_pruning_keep_the_outputs_close(
     zeros = sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
     assert zeros == pytest.approx(0.5, abs=0.02)
     assert not torch.equal(pruned(inputs)["label"], eager)  # the pruned weights are the ones the model uses
+
+
+def test_int8_model_saves_loads_and_predicts_with_int8_weights_in_the_file(exported, tmp_path):
+    from safetensors import safe_open
+
+    from mmgraph.models import Int8Linear, quantize_int8
+
+    model, inputs = exported
+    quantized = quantize_int8(model)
+    assert not any(isinstance(m, nn.Linear) for m in quantized.modules())
+    assert any(isinstance(m, nn.Linear) for m in model.modules())  # a copy: the float model is untouched
+    eager = model(inputs)["label"]
+    assert 0 < (quantized(inputs)["label"] - eager).abs().max() < 0.05
+    path = quantized.save(tmp_path / "int8.mmgraph")
+    with safe_open(str(path), "pt") as handle:
+        layers = json.loads(handle.metadata()["quantization"])["int8_weight_per_channel"]
+        assert layers and all(handle.get_tensor(f"{layer}.weight").dtype == torch.int8 for layer in layers)
+    loaded = FusionModel.load(path)
+    assert sorted(name for name, m in loaded.named_modules() if isinstance(m, Int8Linear)) == sorted(layers)
+    assert torch.equal(loaded(inputs)["label"], quantized(inputs)["label"])
+    assert np.array_equal(predict(loaded, inputs)["label"], predict(quantized, inputs)["label"])
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning",
+                            "ignore:torch.quantize_per_tensor:UserWarning")
+def test_model_quantised_by_torch_ao_quantize_dynamic_saves_and_loads(exported, tmp_path):
+    # .save() used to crash: AttributeError: 'torch.dtype' object has no attribute 'detach'
+    import copy
+
+    model, inputs = exported
+    dynamic = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    loaded = FusionModel.load(dynamic.save(tmp_path / "dynamic.mmgraph"))
+    layers = [(name, m) for name, m in dynamic.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert layers
+    for name, module in layers:  # the same int8 weights, as weight-only int8 layers
+        weight = module.weight()
+        assert torch.equal(loaded.get_submodule(name).weight, weight.int_repr())
+        assert torch.allclose(loaded.get_submodule(name).dequantized(), weight.dequantize())
+    # float activations instead of dynamically quantised ones: close to both the int8 and the float model
+    assert (loaded(inputs)["label"] - dynamic(inputs)["label"]).abs().max() < 0.05
+    assert (loaded(inputs)["label"] - model(inputs)["label"]).abs().max() < 0.05
 
 
 def test_cli_explain_writes_one_png_per_test_sample(tmp_path):

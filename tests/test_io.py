@@ -94,3 +94,14 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     assert not dead.exists()
     assert alive.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", alive.name, other.name])
+
+
+def test_envelope_of_a_newer_format_says_upgrade_not_corrupt(tmp_path):
+    from mmgraph.io import IncompatibleFileError
+
+    path = tmp_path / "newer.pt"
+    torch.save({"mmgraph_file": 2, "kind": "model", "sha256": "0" * 64, "payload": torch.zeros(1, dtype=torch.uint8)},
+               path)
+    with pytest.raises(IncompatibleFileError, match=r"newer.pt: written by a newer mmgraph \(file format 2; .*"
+                                                    r"upgrade mmgraph"):
+        load_file(path, kind="model")

@@ -178,3 +178,52 @@ def test_bad_constructor_arguments_raise_clearly(kwargs, error, message):
     arguments = {"encoders": _encoders(), "fusion": "concat", "tasks": {"label": 2}, "dim": DIM, **kwargs}
     with pytest.raises(error, match=message):
         FusionModel(**arguments)
+
+
+def test_one_masked_softmax_gives_zeros_on_an_all_masked_row_with_finite_gradients():
+    from mmgraph.fusion import masked_softmax
+    from mmgraph.gnn.layer import masked_softmax as gnn_masked_softmax
+
+    assert gnn_masked_softmax is masked_softmax  # one implementation (the fusion's gave NaN here, the GNN's 0)
+    scores = torch.randn(3, 4, 2, requires_grad=True)  # [B, M, heads]
+    mask = torch.tensor([[True, False, True, True], [False] * 4, [False, False, True, False]]).unsqueeze(-1)
+    weights = masked_softmax(scores, mask, dim=1)
+    assert torch.equal(weights[1], torch.zeros(4, 2))
+    assert torch.allclose(weights[[0, 2]].sum(1), torch.ones(2, 2))
+    assert torch.equal(weights[0, 1], torch.zeros(2)) and torch.equal(weights[2, 2], torch.ones(2))
+    weights.sum().backward()
+    assert torch.isfinite(scores.grad).all()
+
+
+def test_fusion_model_reads_what_a_fusion_supports_from_its_class_not_its_name(monkeypatch):
+    from mmgraph.fusion import FusionBase, available_fusions, base, fusion_class
+
+    for name in available_fusions():
+        cls = fusion_class(name)
+        flags = (cls.supports_sequences, cls.supports_unaligned, cls.supports_explain, cls.uses_modality_names)
+        assert all(isinstance(flag, bool) for flag in flags), name
+    assert fusion_class("gnn").supports_explain and not fusion_class("concat").supports_explain
+
+    class ExplainingMean(FusionBase):
+        supports_explain = True
+        uses_modality_names = True
+
+        def __init__(self, num_modalities, dim, out_dim=None, names=None):
+            super().__init__(num_modalities, dim, out_dim)
+            self.names = names
+
+        def _fuse(self, nodes, mask):
+            return nodes.mean(1)
+
+        def explain(self, nodes, mask=None, step_mask=None):
+            return {"node_type": torch.arange(nodes.shape[1]), "mean": nodes.mean(1)}
+
+    monkeypatch.setitem(base._REGISTRY, "test-explaining-mean", ExplainingMean)  # registered for this test only
+    model = FusionModel(_encoders(), "test-explaining-mean", {"label": 2}, dim=DIM)
+    assert model.fusion.names == ["text", "image", "audio"]
+    explanation = model.explain(_inputs(3))
+    assert explanation["node_modality"] == ["text", "image", "audio"] and explanation["mean"].shape == (3, DIM)
+    with pytest.raises(TypeError, match="supports_explain"):
+        FusionModel(_encoders(), "concat", {"label": 2}, dim=DIM).explain(_inputs(3))
+    with pytest.raises(TypeError, match="supports_unaligned is False"):
+        fusion_class("concat")(3, DIM).fuse_unaligned({"text": torch.zeros(2, DIM)})

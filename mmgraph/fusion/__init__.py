@@ -6,8 +6,9 @@
 """
 
 from mmgraph.fusion.attention import CrossAttentionFusion
-from mmgraph.fusion.base import (FusionBase, ModalityLinear, available_fusions, build_fusion, masked_mean,
-                                 masked_softmax, modality_steps, neutral_where_masked, register_fusion)
+from mmgraph.fusion.base import (FusionBase, ModalityLinear, available_fusions, build_fusion, check_mask,
+                                 fusion_class, masked_mean, masked_softmax, modality_steps, neutral_where_masked,
+                                 register_fusion)
 from mmgraph.fusion.bilinear import LowRankFusion, MFBFusion, MFHFusion, TensorFusion
 from mmgraph.fusion.cnn import CNNFusion
 from mmgraph.fusion.graph import GNNFusion
@@ -32,6 +33,8 @@ __all__ = [
     "TensorFusion",
     "available_fusions",
     "build_fusion",
+    "check_mask",
+    "fusion_class",
     "masked_mean",
     "masked_softmax",
     "modality_steps",

@@ -13,13 +13,13 @@ how a missing modality is left out (excluded from a mean or softmax, the neutral
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from mmgraph.utils import tracing
+from mmgraph.utils import describe, tracing
 
 _REGISTRY: dict[str, type[FusionBase]] = {}
 
@@ -46,6 +46,14 @@ def available_fusions() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def fusion_class(name: str) -> type[FusionBase]:
+    """The class registered as ``name`` (to read what it supports before building it: ``supports_sequences``,
+    ``supports_unaligned``, ``supports_explain``, ``uses_modality_names``)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"name: unknown fusion {name!r}; expected one of {available_fusions()}")
+    return _REGISTRY[name]
+
+
 def build_fusion(name: str, num_modalities: int, dim: int, out_dim: int | None = None, **kwargs) -> FusionBase:
     """Build the fusion registered as ``name`` for ``num_modalities`` inputs of width ``dim``.
 
@@ -53,9 +61,7 @@ def build_fusion(name: str, num_modalities: int, dim: int, out_dim: int | None =
 
     >>> fusion = build_fusion("mfb", num_modalities=3, dim=64, out_dim=32, factor=5)
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"name: unknown fusion {name!r}; expected one of {available_fusions()}")
-    return _REGISTRY[name](num_modalities, dim, out_dim, **kwargs)
+    return fusion_class(name)(num_modalities, dim, out_dim, **kwargs)
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -65,11 +71,48 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
-    """Softmax over ``dim`` where masked entries get ``-inf`` first, so their weight is exactly 0.
+    """Softmax of ``scores`` over ``dim`` restricted to ``mask`` (True = present): masked entries get weight exactly
+    0, and a slice with nothing present gives all zeros (never NaN, in the value or its gradient).
 
-    Every row must have a present entry (the base class guarantees it for modality masks).
+    Masked entries get ``-inf`` before the softmax, except in all-masked slices, which keep their scores (so nothing
+    is NaN) and are then zeroed by the mask. ``mask`` broadcasts against ``scores`` (e.g. without a heads dim): the
+    ``-inf`` offsets are built at its size and added once. The one masked softmax of the package (fusions, GNN
+    attention, readout).
     """
-    return scores.masked_fill(~mask, float("-inf")).softmax(dim)
+    skip = ~mask & mask.any(dim=dim, keepdim=True)  # masked entries of slices with something present
+    offset = torch.zeros(skip.shape, dtype=scores.dtype, device=scores.device).masked_fill_(skip, float("-inf"))
+    return torch.softmax(scores + offset, dim=dim) * mask
+
+
+def check_mask(mask: Tensor | Mapping[str, Tensor] | None, modalities: Iterable[str], batch: int,
+               device: torch.device) -> Tensor | None:
+    """The one check of a modality mask at a boundary (:class:`~mmgraph.models.FusionModel`,
+    :class:`~mmgraph.gnn.MultiModalGNN`): ``{modality: BoolTensor[B]}`` (by name, a subset of ``modalities``; the
+    rest present) or ``BoolTensor[B, M]`` in ``modalities`` order -> ``BoolTensor[B, M]`` (None stays None).
+
+    Raises:
+        TypeError / ValueError: naming the argument (``mask`` or ``mask[name]``), the expected and the received
+            shape, dtype or keys.
+    """
+    if mask is None:
+        return None
+    names = list(modalities)
+    if isinstance(mask, Mapping):
+        unknown = [k for k in mask if k not in names]
+        if unknown:
+            raise ValueError(f"mask: unknown modality keys {unknown}; expected a subset of {names}")
+        for name, value in mask.items():
+            if not isinstance(value, Tensor) or value.dtype != torch.bool or tuple(value.shape) != (batch,):
+                raise ValueError(f"mask[{name!r}]: expected BoolTensor of shape ({batch},), got {describe(value)}")
+        full = torch.ones(batch, dtype=torch.bool, device=device)
+        return torch.stack([mask[name].to(device) if name in mask else full for name in names], dim=1)
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask: expected a BoolTensor [B, M] (dtype torch.bool, True = present) or a dict "
+                        f"{{modality: BoolTensor[B]}}, got {describe(mask)}")
+    if tuple(mask.shape) != (batch, len(names)):
+        raise ValueError(f"mask: expected shape ({batch}, {len(names)}) = [B, M] in the order {names}, got "
+                         f"{tuple(mask.shape)}")
+    return mask
 
 
 def neutral_where_masked(values: Tensor, mask: Tensor) -> Tensor:
@@ -135,6 +178,14 @@ class FusionBase(nn.Module):
     masked entries already set to 0, and a full ``mask [B, M]`` (or ``[B, M, T]``) with at least one present
     modality per sample.
 
+    What a method supports is declared on its class (read it before building with :func:`fusion_class`), so callers
+    such as :class:`~mmgraph.models.FusionModel` never name a method:
+
+    * ``supports_sequences``: also takes ``nodes [B, M, T, D]`` with a ``[B, M]`` or ``[B, M, T]`` mask;
+    * ``supports_unaligned``: :meth:`fuse_unaligned` fuses modalities of different lengths, passed by name;
+    * ``supports_explain``: :meth:`explain` returns per-sample edge and readout weights;
+    * ``uses_modality_names``: the constructor takes ``names=[modality, ...]`` (to name nodes).
+
     Attributes:
         aux_loss: an auxiliary training loss (a scalar tensor) set by every forward of methods that have one
             (``seq2seq``); None otherwise. Add it to the task loss.
@@ -145,6 +196,9 @@ class FusionBase(nn.Module):
 
     fusion_name: ClassVar[str] = ""
     supports_sequences: ClassVar[bool] = False
+    supports_unaligned: ClassVar[bool] = False
+    supports_explain: ClassVar[bool] = False
+    uses_modality_names: ClassVar[bool] = False
     validate: Literal["auto", "full", "shapes"] = "auto"
 
     def __init__(self, num_modalities: int, dim: int, out_dim: int | None = None) -> None:
@@ -182,6 +236,21 @@ class FusionBase(nn.Module):
 
     def _fuse(self, nodes: Tensor, mask: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def fuse_unaligned(self, nodes: Mapping[str, Tensor], mask: Tensor | None = None,
+                       step_mask: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Fuse modalities of different lengths (only with ``supports_unaligned``): ``nodes = {name: Tensor[B, D] |
+        Tensor[B, T_m, D]}``, ``mask: BoolTensor[B, M]``, ``step_mask = {name: BoolTensor[B, T_m]}`` ->
+        ``[B, out_dim]``."""
+        raise TypeError(f"{type(self).__name__} does not fuse unaligned modalities (supports_unaligned is False): "
+                        "give every modality the same shape, or use a fusion that supports them (e.g. 'gnn')")
+
+    def explain(self, nodes: Tensor | Mapping[str, Tensor], mask: Tensor | None = None,
+                step_mask: Mapping[str, Tensor] | None = None) -> dict:
+        """Per-sample explanation of the fusion (only with ``supports_explain``), for inputs as :meth:`forward` or
+        :meth:`fuse_unaligned` take them; see :meth:`mmgraph.gnn.MultiModalGNN.explain` for the dict."""
+        raise TypeError(f"{type(self).__name__} does not explain its fusion (supports_explain is False); the 'gnn' "
+                        "fusion does (attention over the modality graph)")
 
     def check_inputs(self, nodes: Tensor, mask: Tensor | None) -> Tensor:
         """Validate ``nodes`` and ``mask``; return the mask as a full BoolTensor ``[B, M]`` or ``[B, M, T]``."""

@@ -38,6 +38,8 @@ class GNNFusion(FusionBase):
 
     supports_sequences = True
     supports_unaligned = True
+    supports_explain = True
+    uses_modality_names = True
 
     def __init__(self, num_modalities: int, dim: int, out_dim: int | None = None, names: list[str] | None = None,
                  **kwargs) -> None:
@@ -68,3 +70,9 @@ class GNNFusion(FusionBase):
         ``names``), ``mask: BoolTensor[B, M]``, ``step_mask = {name: BoolTensor[B, T_m]}`` -> ``[B, out_dim]``.
         Cross-modal edges join steps by relative time position (see :class:`~mmgraph.graph.ModalityGraph`)."""
         return self.gnn(nodes, mask, step_mask)
+
+    def explain(self, nodes: Tensor | Mapping[str, Tensor], mask: Tensor | None = None,
+                step_mask: Mapping[str, Tensor] | None = None) -> dict:
+        """:meth:`MultiModalGNN.explain <mmgraph.gnn.MultiModalGNN.explain>` of ``nodes [B, M, D]`` (or
+        ``[B, M, T, D]``, or by name as :meth:`fuse_unaligned` takes them) with ``mask [B, M]``."""
+        return self.gnn.explain(nodes, mask, step_mask)

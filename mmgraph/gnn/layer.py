@@ -19,19 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, HeteroConv, SAGEConv
 
+from mmgraph.fusion.base import masked_softmax  # noqa: F401 (the package's one masked softmax, for the paths)
+
 NODE = "node"  # the single PyG node type of the flattened batch; modality types live in `node_type`
-
-
-def masked_softmax(scores: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
-    """Softmax of ``scores`` over ``dim`` restricted to ``valid``; slices with nothing valid give all zeros.
-
-    Invalid entries get ``-inf`` before the softmax, except in all-invalid slices, which keep their scores so that
-    neither the value nor its gradient is NaN, and are then zeroed by the mask. ``valid`` may be smaller than
-    ``scores`` (broadcast, e.g. without the heads dim): the ``-inf`` offsets are built at its size and added once.
-    """
-    skip = ~valid & valid.any(dim=dim, keepdim=True)  # invalid entries of slices with something valid
-    offset = torch.zeros(skip.shape, dtype=scores.dtype, device=scores.device).masked_fill_(skip, float("-inf"))
-    return torch.softmax(scores + offset, dim=dim) * valid
 
 
 def keep_counts(degree: Tensor, pruning: float) -> Tensor:

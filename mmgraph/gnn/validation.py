@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from mmgraph.fusion.base import check_mask  # noqa: F401 (the package's one modality-mask check)
 from mmgraph.graph import GraphLayout
 from mmgraph.utils import check_choice, describe, tracing  # noqa: F401 (check_choice, tracing: re-exported)
 
@@ -37,29 +38,6 @@ def check_inputs(inputs: Mapping[str, Tensor], dims: Mapping[str, int]) -> int:
     if batch == 0:
         raise ValueError("inputs: empty batch (B = 0)")
     return batch
-
-
-def check_mask(mask, modalities: Mapping[str, int], batch: int, device: torch.device) -> Tensor | None:
-    if mask is None:
-        return None
-    if isinstance(mask, Mapping):
-        unknown = [k for k in mask if k not in modalities]
-        if unknown:
-            raise ValueError(f"mask: unknown modality keys {unknown}; expected a subset of {list(modalities)}")
-        for name, value in mask.items():
-            if not isinstance(value, Tensor) or value.dtype != torch.bool or tuple(value.shape) != (batch,):
-                raise ValueError(f"mask[{name!r}]: expected BoolTensor of shape ({batch},), got "
-                                 f"{describe(value)}")
-        full = torch.ones(batch, dtype=torch.bool, device=device)
-        return torch.stack([mask.get(name, full) for name in modalities], dim=1)
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"mask: expected a BoolTensor [B, M] or a dict of BoolTensor [B], got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask: expected dtype torch.bool (True = present), got {mask.dtype}")
-    if tuple(mask.shape) != (batch, len(modalities)):
-        raise ValueError(f"mask: expected shape ({batch}, {len(modalities)}) = [B, M] in the order "
-                         f"{list(modalities)}, got {tuple(mask.shape)}")
-    return mask
 
 
 def check_step_mask(step_mask, inputs: Mapping[str, Tensor], batch: int) -> dict[str, Tensor] | None:

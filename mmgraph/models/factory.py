@@ -73,25 +73,25 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
     RNG). The dataset's class names, string labels and kinds travel with the model.
     """
     from mmgraph.data import standardization_stats
-    from mmgraph.fusion.base import _REGISTRY
+    from mmgraph.fusion import available_fusions, fusion_class
 
     if not dataset.tasks:
         raise ValueError("dataset: has no targets (built with targets=None); a model needs the tasks it "
                          "predicts: build it from a training set with targets")
-    if fusion not in _REGISTRY:
-        raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {sorted(_REGISTRY)}")
+    if fusion not in available_fusions():
+        raise ValueError(f"fusion: unknown fusion {fusion!r}; expected one of {available_fusions()}")
     check_choice("text_nodes", text_nodes, ("tokens", "sentence"))
     check_choice("sequence_nodes", sequence_nodes, ("pooled", "segments"))
     overrides = dict(encoders or {})
     unknown = [name for name in overrides if name not in dataset.modalities]
     if unknown:
         raise ValueError(f"encoders: unknown modalities {unknown}; expected some of {dataset.modalities}")
-    fusion_class = _REGISTRY[fusion]
-    unaligned = getattr(fusion_class, "supports_unaligned", False)
+    fusion_type = fusion_class(fusion)
+    unaligned = getattr(fusion_type, "supports_unaligned", False)
     kinds = {name: _kind(dataset, name) for name in dataset.modalities}
     shapes = dict(dataset.input_shapes)
     frames = [shape for name, shape in shapes.items() if kinds[name] == "sequence"]
-    temporal = (not dataset.kinds and fusion_class.supports_sequences and len(frames) == len(shapes)
+    temporal = (not dataset.kinds and fusion_type.supports_sequences and len(frames) == len(shapes)
                 and len({shape[0] for shape in frames}) == 1)
     ragged = {name for name in dataset.modalities if kinds[name] == "sequence" and not temporal
               and (dataset.kinds or name in (dataset.step_mask or {}))}

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgraph.data.dataset import _check_class_names
-from mmgraph.fusion import build_fusion
+from mmgraph.fusion import build_fusion, check_mask, fusion_class
 from mmgraph.models import factory
 from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape, _describe,
                                            check_input_kinds, prepare)
@@ -47,8 +47,9 @@ class FusionModel(nn.Module):
             ``build_encoder(name, dim, **rest)`` and recorded, so that the model can be saved. Their order fixes the
             modality order ``M`` of ``nodes`` and of a positional ``mask``.
         fusion: a registered fusion name (see :func:`mmgraph.fusion.available_fusions`), built as
-            ``build_fusion(fusion, M, dim, **fusion_kwargs)`` (``"gnn"`` also gets ``names=list(encoders)``), or an
-            already built module with ``forward(nodes, mask) -> [B, out_dim]`` and an ``out_dim`` attribute.
+            ``build_fusion(fusion, M, dim, **fusion_kwargs)`` (a fusion with ``uses_modality_names``, such as
+            ``"gnn"``, also gets ``names=list(encoders)``), or an already built module with
+            ``forward(nodes, mask) -> [B, out_dim]`` and an ``out_dim`` attribute.
         tasks: ``{task: num_classes}``; ``0`` = regression (one output).
         dim: embedding width ``D`` every encoder produces.
         fusion_kwargs: extra keyword arguments for :func:`~mmgraph.fusion.build_fusion` (only with a fusion name).
@@ -152,7 +153,7 @@ class FusionModel(nn.Module):
                             if "step_mask" in inspect.signature(encoder.forward).parameters}
         if isinstance(fusion, str):
             kwargs = dict(fusion_kwargs or {})
-            if fusion == "gnn":
+            if fusion_class(fusion).uses_modality_names:
                 kwargs.setdefault("names", list(self.modalities))
             self.fusion = build_fusion(fusion, len(self.modalities), dim, **kwargs)
         elif isinstance(fusion, nn.Module):
@@ -168,9 +169,6 @@ class FusionModel(nn.Module):
                             f"with out_dim={fused_dim!r}")
         self.heads = nn.ModuleDict({
             task: _head(fused_dim, classes or 1, head_hidden, head_dropout) for task, classes in self.tasks.items()})
-        gnn = getattr(self.fusion, "gnn", None)
-        if gnn is not None:  # lay out the static graph now: torch.export cannot build it while tracing
-            gnn.graph.layout(temporal_window=gnn.temporal_window)
 
     from_dataset = classmethod(factory.from_dataset)
 
@@ -189,22 +187,29 @@ class FusionModel(nn.Module):
         return {**config, "input_stats": {name: list(scaler.mean.shape) for name, scaler in self.scalers.items()}}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model to one self-describing, checksummed file (atomic; see :mod:`mmgraph.io`).
+        """Write the model to one self-describing safetensors file (atomic, SHA-256 of its content recorded; see
+        :mod:`mmgraph.models.serialization`).
 
-        The file holds the constructor config (encoder specs with vocabularies and input widths, fusion name and
-        kwargs, tasks, dims, class names), the weights and preprocessing buffers, and the mmgraph / torch versions.
-        Read it back with :meth:`load`, with no data at hand. Returns the path written.
+        The file holds the weights and preprocessing buffers as tensors (int8 layers, of
+        :func:`~mmgraph.models.quantize_int8` or ``quantize_dynamic``, as int8 weights + per-channel scales) and, as
+        metadata, the constructor config (encoder specs with vocabularies and input widths, fusion name and kwargs,
+        tasks, dims, class names) as JSON and the mmgraph / torch / safetensors versions.
+        ``safetensors.safe_open(path, "pt")`` reads it without executing anything; :meth:`load` rebuilds the model
+        with no data at hand. Returns the path written.
         """
         return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> FusionModel:
-        """Rebuild a model written by :meth:`save` (in eval mode), reading it with ``weights_only=True``.
-        ``model.versions`` holds the mmgraph and torch versions that wrote the file.
+        """Rebuild a model written by :meth:`save` (in eval mode); also reads the files of mmgraph 0.1.0 (format 1,
+        a checksummed ``torch.save`` envelope, read with ``weights_only=True``). ``model.versions`` holds the
+        versions of the writer.
 
         Raises:
             FileNotFoundError: no file at ``path``.
             mmgraph.io.CorruptFileError: the file is corrupt, truncated or not an mmgraph model (names the path).
+            mmgraph.io.IncompatibleFileError: written by a newer mmgraph (a later format, a config key this
+                version does not know), or its config and weights disagree (names the path and what differs).
         """
         return load_model(cls, path, map_location)
 
@@ -250,7 +255,8 @@ class FusionModel(nn.Module):
     @torch.no_grad()
     def explain(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None = None,
                 step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
-        """Per-sample edge attention and readout weights of the GNN fusion, with modality names.
+        """Per-sample explanation of a fusion with ``supports_explain`` (the GNN: edge attention and readout
+        weights), with modality names.
 
         Takes the same arguments as :meth:`forward` (encoders, standardisation and masks applied), or whatever
         ``predict`` takes (numpy arrays, raw columns: strings, ragged lists, ``None`` entries; read by
@@ -260,10 +266,9 @@ class FusionModel(nn.Module):
         ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
         mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
         """
-        gnn = getattr(self.fusion, "gnn", None)
-        if gnn is None or not hasattr(gnn, "explain"):
-            raise TypeError(f"explain: needs the 'gnn' fusion (attention over the modality graph); this model "
-                            f"fuses with {type(self.fusion).__name__}")
+        if not getattr(self.fusion, "supports_explain", False):
+            raise TypeError(f"explain: needs a fusion with supports_explain, such as the 'gnn' fusion (attention "
+                            f"over the modality graph); this model fuses with {type(self.fusion).__name__}")
         if not _all_tensors(inputs):  # raw columns or arrays: the model's own preprocessing
             inputs, mask, step_mask = self.prepare(inputs, mask, step_mask)
             device = next(iter(self.parameters())).device
@@ -282,7 +287,7 @@ class FusionModel(nn.Module):
         if node_mask.dim() == 3:  # [B, M, T]: per-step presence of sequence nodes
             node_steps = {name: node_mask[:, m] for m, name in enumerate(self.modalities)}
             node_mask = node_mask.any(-1)
-        explanation = gnn.explain(nodes, node_mask, node_steps)
+        explanation = self.fusion.explain(nodes, node_mask, node_steps)
         explanation["modalities"] = list(self.modalities)
         explanation["node_modality"] = [self.modalities[t] for t in explanation["node_type"].tolist()]
         return explanation
@@ -409,12 +414,7 @@ class FusionModel(nn.Module):
         """The mask as ``BoolTensor[B, M]`` in ``self.modalities`` order. A dict is matched by name; a positional
         mask is read in model order and refused when ``inputs`` come in another order (unless nothing is
         masked, where order cannot matter)."""
-        from mmgraph.gnn.validation import check_mask  # the GNN's own boundary check: dict by name, [B, M]
-
-        if not isinstance(mask, Mapping) and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
-            raise TypeError(f"mask: expected a BoolTensor [B, M] (True = present) or a dict {{modality: "
-                            f"BoolTensor[B]}}, got {_describe(mask)}")
-        checked = check_mask(mask, dict.fromkeys(self.modalities), batch, device)
+        checked = check_mask(mask, self.modalities, batch, device)
         if isinstance(mask, Mapping):
             return checked
         if order != self.modalities and (tracing() or not bool(mask.all())):

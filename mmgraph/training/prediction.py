@@ -72,21 +72,30 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
                         f"{type(data).__name__}{hint}")
     _check_modalities("data", data.modalities, raw_model)
     device = resolve_device(device)
-    raw_model.to(device)
+    # one-sample fast path: walking every submodule for .to() / .eval() costs more than the forward of one sample,
+    # so a model already on `device` (judged by its first parameter: .to() moves all) and in eval mode is left as is
+    first = next(raw_model.parameters(), None)
+    if first is None or first.device != _indexed(device):
+        raw_model.to(device)
     was_training = raw_model.training
-    raw_model.eval()
+    if was_training:
+        raw_model.eval()
     chunks: dict[str, list[Tensor]] = {task: [] for task in tasks}
     if len(data) == 0:
         _check_empty(raw_model, data)
         chunks = {task: [torch.zeros(0, classes or 1)] for task, classes in tasks.items()}
     try:
         for start in range(0, len(data), batch_size):
-            batch = data[torch.arange(start, min(start + batch_size, len(data)))].to(device, non_blocking=True)
-            outputs = raw_model(batch.inputs, batch.named_mask, batch.step_mask)
+            rows = None if len(data) <= batch_size else torch.arange(start, min(start + batch_size, len(data)))
+            batch = _batch(data, rows).to(device, non_blocking=True)
+            # nothing masked: no mask, so the fusion takes its sample-independent path (the same outputs)
+            mask_by_name = None if bool(batch.mask.all()) else batch.named_mask
+            outputs = raw_model(batch.inputs, mask_by_name, batch.step_mask)
             for task in tasks:
                 chunks[task].append(outputs[task].float().cpu())
     finally:
-        raw_model.train(was_training)
+        if was_training:
+            raw_model.train()
     results = {task: torch.cat(parts) for task, parts in chunks.items()}
     if logits:
         return results
@@ -156,6 +165,23 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
 
 def _is_dataframe(data: Any) -> bool:
     return hasattr(data, "columns") and hasattr(data, "iloc") and hasattr(data, "to_dict")
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``device`` as a tensor on it reports it: ``"cuda"`` (no index) is the current CUDA device ``cuda:N``."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _batch(data, rows: Tensor | None):
+    """The samples ``rows`` of ``data`` as a batch; all of them (``rows=None``) without a gather (the stored tensors:
+    one-sample predict pays for no copy)."""
+    from mmgraph.data import MultiModalBatch
+
+    if rows is not None:
+        return data[rows]
+    return MultiModalBatch(data.features, data.mask, {}, data.step_mask)
 
 
 def _features_as_floats(data: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
