@@ -1,7 +1,8 @@
-"""Evaluation metrics (scikit-learn underneath) and their aggregation over runs.
+"""Evaluation metrics and their aggregation over runs.
 
-* :func:`classification_metrics`: accuracy, macro recall, macro F1 and the confusion matrix over a fixed class list.
-* :func:`regression_metrics`: MSE, MAE and R².
+* :func:`classification_metrics`: accuracy, macro recall, macro F1 and the confusion matrix over a fixed class list;
+  :func:`confusion_metrics` computes the scores from a confusion matrix (also for ``fit``'s validation).
+* :func:`regression_metrics`: MSE, MAE and R² (from the additive :func:`regression_sums`, as ``fit`` uses them).
 * :func:`sentiment_metrics`: the affect literature's scores of sentiment regression in [-3, 3] (Acc-2 in both
   variants, F1, Acc-7, MAE, Pearson correlation), as MulT and MultiBench compute them.
 * :func:`corruption_levels`, :func:`corrupt`, :func:`relative_robustness`, :func:`effective_robustness`: MultiBench's
@@ -23,10 +24,13 @@ from mmgraph.utils import describe
 __all__ = [
     "binary_sentiment",
     "classification_metrics",
+    "confusion_metrics",
     "corrupt",
     "corruption_levels",
     "effective_robustness",
+    "regression_from_sums",
     "regression_metrics",
+    "regression_sums",
     "relative_robustness",
     "sentiment_metrics",
     "summarize",
@@ -42,14 +46,12 @@ def classification_metrics(y_true: Tensor | np.ndarray | Sequence[int], y_pred_o
         y_pred_or_logits: predicted class ids ``[N]``, or scores ``[N, num_classes]`` (logits or probabilities;
             the argmax is the prediction).
         num_classes: ``C``; the metrics cover the labels ``0 .. C-1`` even when some are absent from the data
-            (a class never seen nor predicted counts with recall and F1 0: ``zero_division=0``).
+            (see :func:`confusion_metrics`: an absent class counts with recall and F1 0).
 
     Returns:
         ``{"accuracy": float, "macro_recall": float, "macro_f1": float, "confusion_matrix": list[list[int]]}``;
         ``confusion_matrix[i][j]`` counts samples of true class ``i`` predicted as ``j``.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
-
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes: expected an int >= 1, got {num_classes!r}")
     truth = _as_numpy("y_true", y_true)
@@ -67,14 +69,31 @@ def classification_metrics(y_true: Tensor | np.ndarray | Sequence[int], y_pred_o
         if not np.array_equal(ids, np.round(ids)) or ids.min() < 0 or ids.max() >= num_classes:
             raise ValueError(f"{arg}: class ids must be integers in [0, {num_classes}), got values in "
                              f"[{ids.min()}, {ids.max()}]")
-    truth, predicted = truth.astype(np.int64), predicted.astype(np.int64)
-    labels = list(range(num_classes))
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "macro_recall": float(recall_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
-        "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
-        "confusion_matrix": confusion_matrix(truth, predicted, labels=labels).tolist(),
-    }
+    cells = truth.astype(np.int64) * num_classes + predicted.astype(np.int64)
+    confusion = np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return {**confusion_metrics(confusion), "confusion_matrix": confusion.tolist()}
+
+
+def confusion_metrics(confusion: Tensor | np.ndarray | Sequence[Sequence[int]]) -> dict[str, float]:
+    """Accuracy, macro recall and macro F1 from a count matrix ``[C, C]`` (row = true class, column = predicted).
+
+    This is the one implementation behind both :func:`classification_metrics` (what ``evaluate`` reports) and the
+    validation metrics that ``fit`` monitors (which sums the matrix over batches and, under DDP, over ranks).
+    **Every class 0 .. C-1 counts in the macro averages**: a class absent from the truth scores recall 0 and F1 0
+    (also when it is never predicted) -- scikit-learn's
+    ``f1_score(y, p, labels=range(C), average="macro", zero_division=0)``. So the averages always divide by ``C``
+    and are comparable across epochs and data sets of the same task.
+    """
+    counts = torch.as_tensor(np.asarray(confusion) if not isinstance(confusion, Tensor) else confusion)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
+        raise ValueError(f"confusion: expected a square count matrix [C, C], got shape {tuple(counts.shape)}")
+    counts = counts.detach().cpu().double()
+    true_pos = counts.diag()
+    support, predicted = counts.sum(1), counts.sum(0)
+    recall = true_pos / support.clamp(min=1)
+    f1 = 2 * true_pos / (support + predicted).clamp(min=1)
+    return {"accuracy": (true_pos.sum() / counts.sum().clamp(min=1)).item(),
+            "macro_recall": recall.mean().item(), "macro_f1": f1.mean().item()}
 
 
 def regression_metrics(y_true: Tensor | np.ndarray | Sequence[float],
@@ -82,19 +101,31 @@ def regression_metrics(y_true: Tensor | np.ndarray | Sequence[float],
     """``{"mse", "mae", "r2", "pearson"}`` of predictions ``[N]`` (or ``[N, 1]``) against targets ``[N]``.
 
     R² is ``1 - SS_res / SS_tot``; it is NaN when the targets are constant or N < 2. ``pearson`` (Pearson r) is NaN
-    when either side is constant.
+    when either side is constant. MSE, MAE and R² are computed by :func:`regression_sums` and
+    :func:`regression_from_sums`, as ``fit``'s validation does.
     """
-    from sklearn.metrics import mean_absolute_error, mean_squared_error
-
     truth, predicted = _paired_values(y_true, y_pred)
-    total = float(((truth - truth.mean()) ** 2).sum())
-    residual = float(((truth - predicted) ** 2).sum())
-    return {
-        "mse": float(mean_squared_error(truth, predicted)),
-        "mae": float(mean_absolute_error(truth, predicted)),
-        "r2": 1.0 - residual / total if total > 0 else math.nan,
-        "pearson": _pearson(truth, predicted),
-    }
+    return {**regression_from_sums(regression_sums(torch.from_numpy(truth), torch.from_numpy(predicted))),
+            "pearson": _pearson(truth, predicted)}
+
+
+def regression_sums(y_true: Tensor, y_pred: Tensor) -> Tensor:
+    """The additive statistics of a regression ``float64 [5]``: ``[N, Σ e², Σ |e|, Σ y, Σ y²]`` with
+    ``e = y_pred - y_true`` (``[N]`` each). Sums over batches (and ranks) add up; :func:`regression_from_sums`
+    turns them into metrics."""
+    error = y_pred.double() - y_true.double()
+    truth = y_true.double()
+    return torch.stack([error.new_tensor(float(error.numel())), error.square().sum(), error.abs().sum(),
+                        truth.sum(), truth.square().sum()])
+
+
+def regression_from_sums(sums: Tensor) -> dict[str, float]:
+    """``{"mse", "mae", "r2"}`` from :func:`regression_sums` (R² NaN when the targets are constant or N < 2)."""
+    count, squared, absolute, total, total_sq = (float(v) for v in sums.detach().cpu().double())
+    spread = total_sq - total * total / count if count else 0.0
+    constant = count < 2 or spread <= 1e-12 * max(total_sq, 1e-300)
+    return {"mse": squared / max(count, 1.0), "mae": absolute / max(count, 1.0),
+            "r2": math.nan if constant else 1.0 - squared / spread}
 
 
 def binary_sentiment(values: Tensor | np.ndarray | Sequence[float], nonzero: bool = False) -> np.ndarray:

@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from mmgraph.data import MultiModalDataset, stratified_split
 from mmgraph.data.columns import as_columns
 from mmgraph.data.dataset import _missing_label_rows
+from mmgraph.training.config import TrainConfig
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -64,7 +65,9 @@ class _MultiModalEstimator(BaseEstimator):
         encoder_kwargs: extra arguments of every MLP encoder (e.g. ``{"dropout": 0.2}``).
         max_epochs, patience: training length; early stopping on ``validation_fraction`` of the training data
             (patience None or ``validation_fraction=0``: train ``max_epochs``, no early stopping).
-        lr, weight_decay, batch_size: optimiser settings (Adam).
+        lr, weight_decay, batch_size: optimiser settings (Adam). The defaults of these and of ``max_epochs`` /
+            ``patience`` are :class:`~mmgraph.training.TrainConfig`'s, as are the settings not listed here
+            (label smoothing, ...).
         modality_dropout: probability to drop each modality of each training sample.
         standardize: z-score float features with training statistics kept inside the model.
         random_state: seeds initialisation, shuffling and the validation split.
@@ -75,8 +78,10 @@ class _MultiModalEstimator(BaseEstimator):
 
     def __init__(self, modalities: Mapping[str, int] | None = None, fusion: str = "gnn", dim: int = 64,
                  fusion_kwargs: dict[str, Any] | None = None, encoder_kwargs: dict[str, Any] | None = None,
-                 max_epochs: int = 100, patience: int | None = 15, validation_fraction: float = 0.15,
-                 lr: float = 1e-3, weight_decay: float = 1e-3, batch_size: int = 64, modality_dropout: float = 0.0,
+                 max_epochs: int = TrainConfig.epochs, patience: int | None = TrainConfig.patience,
+                 validation_fraction: float = 0.15, lr: float = TrainConfig.lr,
+                 weight_decay: float = TrainConfig.weight_decay, batch_size: int = TrainConfig.batch_size,
+                 modality_dropout: float = 0.0,
                  standardize: bool = True, random_state: int | None = None, device: str = "auto") -> None:
         self.modalities = modalities
         self.fusion = fusion

@@ -220,7 +220,7 @@ def test_standardize_features_at_1e30_keep_their_information():
 
 
 def test_standardization_stats_in_chunks_equal_one_pass(monkeypatch):
-    from mmgraph.data import dataset as dataset_module
+    from mmgraph.data import splits as splits_module
 
     gen = torch.Generator().manual_seed(0)
     features = {"v": 5 + 3 * torch.randn(11, 4, generator=gen), "s": torch.randn(11, 6, 2, generator=gen),
@@ -228,7 +228,7 @@ def test_standardization_stats_in_chunks_equal_one_pass(monkeypatch):
     data = MultiModalDataset(features, torch.arange(11) % 2, mask={"v": torch.arange(11) % 3 > 0},
                              step_mask={"s": torch.rand(11, 6, generator=gen) > 0.3})
     whole = standardization_stats(data)
-    monkeypatch.setattr(dataset_module, "_STATS_CHUNK", 10)  # 1 to 5 samples per chunk
+    monkeypatch.setattr(splits_module, "_STATS_CHUNK", 10)  # 1 to 5 samples per chunk
     chunked = standardization_stats(data)
     for name, (mean, std) in whole.items():
         assert torch.allclose(chunked[name][0], mean, atol=1e-6) and torch.allclose(chunked[name][1], std, atol=1e-6)
@@ -426,3 +426,128 @@ def test_random_modality_mask_never_drops_everything_and_matches_the_rate():
                        random_modality_mask(100, 3, 0.5, generator=torch.Generator().manual_seed(7)))
     with pytest.raises(ValueError, match="rate"):
         random_modality_mask(10, 2, 1.5)
+
+
+# ---------------------------------------------------------------------------------------------------- drops
+def test_drop_modalities_keeps_a_present_modality_per_sample_in_both_modes():
+    from mmgraph.data import drop_modalities
+
+    present = torch.rand(5000, 4, generator=torch.Generator().manual_seed(0)) > 0.3
+    present[~present.any(1), 0] = True
+    generator = torch.Generator().manual_seed(1)
+    for exact in (False, True):
+        for rate in (0.0, 0.25, 0.5, 1.0):
+            kept = drop_modalities(present, rate, exact=exact, generator=generator)
+            assert not (kept & ~present).any(), (exact, rate)  # a subset of what is present
+            assert kept.any(1).all(), (exact, rate)  # never every modality of a sample
+    exact = drop_modalities(present, 0.5, exact=True, generator=generator)
+    assert torch.equal(exact.sum(1), (present.sum(1) - 2).clamp(min=1))  # round(0.5 * 4) = 2, never the last one
+    bernoulli = drop_modalities(torch.ones(20000, 3, dtype=torch.bool), 0.3, generator=generator)
+    assert 1 - bernoulli.float().mean().item() == pytest.approx(0.3 - 0.3 ** 3 / 3, abs=0.01)
+    with pytest.raises(TypeError, match=r"present: expected a BoolTensor \[N, M\], got torch.float32"):
+        drop_modalities(present.float(), 0.5)
+
+
+def test_the_model_and_the_synthetic_masks_drop_with_the_one_function(monkeypatch):
+    import mmgraph.data.synthetic as synthetic
+    import mmgraph.models.fusion_model as fusion_model
+    from mmgraph.data import drop_modalities
+    from mmgraph.models import FusionModel
+
+    calls = []
+
+    def spy(present, rate, exact=False, generator=None):
+        calls.append((tuple(present.shape), rate))
+        return drop_modalities(present, rate, exact, generator)
+
+    monkeypatch.setattr(fusion_model, "drop_modalities", spy)
+    monkeypatch.setattr(synthetic, "drop_modalities", spy)
+    synthetic.random_modality_mask(7, 3, 0.4, seed=0)
+    model = FusionModel({"a": torch.nn.Linear(3, 4), "b": torch.nn.Linear(2, 4)}, "concat", {"label": 2}, dim=4,
+                        modality_dropout=0.3).train()
+    model({"a": torch.randn(6, 3), "b": torch.randn(6, 2)})
+    assert calls == [((7, 3), 0.4), ((6, 2), 0.3)]
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def test_dataset_is_a_torch_dataset_batched_by_a_dataloader_with_workers():
+    from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
+
+    from mmgraph.data import collate_batch
+
+    ds = _toy(23)
+    assert isinstance(ds, Dataset)
+    loader = DataLoader(ds, batch_sampler=BatchSampler(SequentialSampler(ds), 5, drop_last=False), num_workers=2,
+                        collate_fn=collate_batch)
+    batches = list(loader)
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+    whole = ds[torch.arange(23)]
+    assert torch.equal(torch.cat([b.inputs["seq"] for b in batches]), whole.inputs["seq"])
+    assert torch.equal(torch.cat([b.mask for b in batches]), whole.mask)
+    assert torch.equal(torch.cat([b.targets["label"] for b in batches]), whole.targets["label"])
+    with pytest.raises(TypeError, match=r"batch: expected the MultiModalBatch of MultiModalDataset.__getitems__"):
+        collate_batch([ds[0], ds[1]])
+
+
+def test_from_npz_reads_the_cli_layout_with_masks_and_step_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"a": rng.normal(size=(12, 3)).astype(np.float32), "seq": rng.normal(size=(12, 4, 2)).astype(np.float32),
+              "a_mask": np.arange(12) % 3 != 0, "seq_step_mask": np.arange(4)[None, :] < (np.arange(12) % 4 + 1)[:, None],
+              "label": np.arange(12) % 2, "level": rng.normal(size=12).astype(np.float32)}
+    np.savez(tmp_path / "mine.npz", **arrays)
+    for mmap in (False, True):
+        ds = MultiModalDataset.from_npz(tmp_path / "mine.npz", targets=("label", "level"), mmap=mmap)
+        assert ds.modalities == ["a", "seq"] and ds.tasks == {"label": 2, "level": 0} and ds.name == "mine"
+        assert torch.equal(ds.mask[:, 0], torch.from_numpy(arrays["a_mask"]))
+        assert torch.equal(ds.step_mask["seq"], torch.from_numpy(arrays["seq_step_mask"]))
+        assert torch.equal(ds.features["seq"], torch.from_numpy(arrays["seq"]))
+    with pytest.raises(ValueError, match=r"path: .* has no target arrays \['y'\]"):
+        MultiModalDataset.from_npz(tmp_path / "mine.npz", targets=("y",), mmap=True)
+
+
+_RSS_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+
+from mmgraph.data import MultiModalDataset
+
+
+def anonymous_rss():  # resident anonymous memory (RssAnon: copies, not file pages), bytes
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+
+
+before = anonymous_rss()
+ds = MultiModalDataset.from_npz(sys.argv[1], mmap=sys.argv[2] == "mmap")
+batch = ds[torch.randint(0, len(ds), (256,), generator=torch.Generator().manual_seed(0))]
+assert batch.inputs["x"].shape == (256, 256) and torch.isfinite(batch.inputs["x"]).all()
+print(anonymous_rss() - before)
+"""
+
+
+def test_a_memory_mapped_npz_stays_on_disk_while_batches_are_read(tmp_path):
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc/self/status (Linux)")
+    rows, width = 131072, 256  # 128 MiB of float32 features
+    path = tmp_path / "big.npz"
+    features = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(rows, width))
+    for start in range(0, rows, 8192):
+        features[start:start + 8192] = np.random.default_rng(start).normal(size=(8192, width))
+    features.flush()
+    np.savez(path, x=features, label=np.arange(rows) % 3)
+    del features
+    (tmp_path / "x.npy").unlink()
+    grown = {}
+    for mode in ("mmap", "memory"):  # each in a fresh process: nothing else allocates meanwhile
+        result = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(path), mode], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        grown[mode] = int(result.stdout.split()[-1]) / 2 ** 20
+    # MiB of copies: a batch (plus up to ~25 MiB of allocator slack, seen to vary between runs) vs the whole file
+    assert grown["mmap"] < 32 and grown["memory"] >= 128, grown

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmgraph.metrics import classification_metrics, regression_metrics, summarize
+from mmgraph.metrics import (classification_metrics, confusion_metrics, regression_from_sums, regression_metrics,
+                             regression_sums, summarize)
 
 
 def test_classification_metrics_match_a_hand_computed_example():
@@ -52,6 +53,36 @@ def test_regression_metrics_match_a_hand_computed_example():
     assert math.isnan(regression_metrics([2.0, 2.0], [2.0, 1.0])["r2"])
     with pytest.raises(ValueError, match="y_true, y_pred"):
         regression_metrics([1.0, 2.0], [1.0])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn warns about the absent class
+def test_one_implementation_agrees_with_scikit_learn_on_an_absent_class_and_on_random_data():
+    from sklearn.metrics import f1_score, mean_absolute_error, mean_squared_error, r2_score, recall_score
+
+    rng = np.random.default_rng(0)
+    truth, predicted = rng.integers(0, 3, 500), rng.integers(0, 3, 500)  # class 3 of 4: never true nor predicted
+    metrics = classification_metrics(truth, predicted, 4)
+    labels = list(range(4))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(truth, predicted, labels=labels, average="macro",
+                                                         zero_division=0), abs=1e-12)
+    assert metrics["macro_recall"] == pytest.approx(recall_score(truth, predicted, labels=labels, average="macro",
+                                                                 zero_division=0), abs=1e-12)
+    assert confusion_metrics(metrics["confusion_matrix"]) == {k: metrics[k] for k in ("accuracy", "macro_recall",
+                                                                                     "macro_f1")}
+    # the 0.617 vs 0.822 of issue 19: 3 of 4 classes present; the absent class counts as 0 (not left out)
+    confusion = torch.tensor([[5, 1, 0, 0], [1, 4, 1, 0], [0, 2, 3, 0], [0, 0, 0, 0]])
+    present_mean = (2 * 5 / 12 + 2 * 4 / 13 + 2 * 3 / 9) / 3
+    assert confusion_metrics(confusion)["macro_f1"] == pytest.approx(present_mean * 3 / 4, abs=1e-12)
+    y, p = rng.normal(size=300) * 3 + 10, rng.normal(size=300)
+    assert regression_metrics(y, p) == pytest.approx({"mse": mean_squared_error(y, p), "mae": mean_absolute_error(y, p),
+                                                      "r2": r2_score(y, p), "pearson": np.corrcoef(y, p)[0, 1]},
+                                                     rel=1e-9)
+    halves = regression_sums(torch.tensor(y[:100]), torch.tensor(p[:100])) + regression_sums(torch.tensor(y[100:]),
+                                                                                              torch.tensor(p[100:]))
+    assert regression_from_sums(halves) == pytest.approx({k: v for k, v in regression_metrics(y, p).items()
+                                                          if k != "pearson"}, rel=1e-12)
+    with pytest.raises(ValueError, match=r"confusion: expected a square count matrix \[C, C\], got shape \(2, 3\)"):
+        confusion_metrics(torch.zeros(2, 3))
 
 
 def test_summarize_gives_mean_and_sample_std_of_scalar_metrics():

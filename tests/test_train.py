@@ -41,7 +41,10 @@ def _model(tasks=None, fusion="concat", seed: int = 0) -> FusionModel:
 
 
 def _fit(model, train, val=None, **options) -> FitResult:
-    options = {"epochs": 4, "batch_size": 32, "lr": 1e-2, "progress": False, "device": "cpu", **options}
+    # the settings these tests were written for (no regularisation, no early stopping unless asked), not
+    # TrainConfig's defaults: the tests check the loop's mechanics
+    options = {"epochs": 4, "batch_size": 32, "lr": 1e-2, "progress": False, "device": "cpu", "weight_decay": 0.0,
+               "label_smoothing": 0.0, "patience": None, **options}
     return fit(model, train, val, **options)
 
 
@@ -332,8 +335,8 @@ def test_resume_with_other_settings_raises_naming_each_of_them(xor, tmp_path):
         _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, lr=1e-3, batch_size=16)
     with pytest.raises(ValueError, match=r"seed 0 \(checkpoint\) != 1 \(now\)"):
         _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True, seed=1)
-    with pytest.raises(ValueError, match=r"train_data '320 samples, sha256 [0-9a-f]{16}' \(checkpoint\) != "
-                                         r"'319 samples"):
+    with pytest.raises(ValueError, match=r"train_data '320 samples, sha256 [0-9a-f]{16} \(mask, targets, 64 rows\)' "
+                                         r"\(checkpoint\) != '319 samples"):
         _fit(_model(), train.subset(torch.arange(319)), val, epochs=4, checkpoint=path, resume=True)
     assert path.read_bytes() == before
 
@@ -402,3 +405,217 @@ def test_resume_from_a_checkpoint_of_another_format_is_refused(xor, tmp_path):
     train_module.save_checkpoint(path, {**state, "format": 1})
     with pytest.raises(ValueError, match=r"is a format-1 checkpoint of another mmgraph version"):
         _fit(_model(), train, val, epochs=4, checkpoint=path, resume=True)
+
+
+# ---------------------------------------------------------------------------------------------------- TrainConfig
+def test_every_entry_point_reads_its_training_defaults_from_train_config():
+    import dataclasses
+    import inspect
+
+    from mmgraph.cli.train import _parser
+    from mmgraph.sklearn import MultiModalClassifier
+    from mmgraph.training import TrainConfig
+
+    defaults = TrainConfig()
+    signature = inspect.signature(fit).parameters
+    for field in dataclasses.fields(TrainConfig):
+        assert signature[field.name].default == getattr(defaults, field.name), field.name
+    args = _parser().parse_args(["--dataset", "handwritten"])
+    for name in ("optimizer", "lr", "weight_decay", "epochs", "patience", "batch_size", "scheduler",
+                 "label_smoothing"):
+        assert getattr(args, name) == getattr(defaults, name), name
+    estimator = MultiModalClassifier().get_params()
+    assert (estimator["lr"], estimator["weight_decay"], estimator["batch_size"], estimator["max_epochs"],
+            estimator["patience"]) == (defaults.lr, defaults.weight_decay, defaults.batch_size, defaults.epochs,
+                                       defaults.patience)
+    assert (defaults.weight_decay, defaults.label_smoothing) == (1e-3, 0.1)  # the tuned budget (tune_budget.py)
+
+
+def test_config_object_trains_like_the_same_keywords_and_refuses_a_second_value(xor):
+    from mmgraph.training import TrainConfig
+
+    train, val = xor
+    by_keywords, by_config = _model(), _model()
+    first = fit(by_keywords, train, val, epochs=3, lr=1e-2, weight_decay=0.0, device="cpu", progress=False)
+    second = fit(by_config, train, val, config=TrainConfig(epochs=3, lr=1e-2, weight_decay=0.0), device="cpu",
+                 progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(by_keywords.parameters(), by_config.parameters()))
+    assert first.history == [{**h, "time_s": f["time_s"]} for h, f in zip(second.history, first.history)]
+    assert second.config == TrainConfig(epochs=3, lr=1e-2, weight_decay=0.0)
+    with pytest.raises(ValueError, match=r"config: \['lr'\] given both as keywords and through config="):
+        fit(_model(), train, val, lr=0.1, config=TrainConfig(epochs=1))
+    with pytest.raises(ValueError, match=r"weight_decay: expected a non-negative number, got -1"):
+        TrainConfig(weight_decay=-1)
+
+
+# ---------------------------------------------------------------------------------------------------- callbacks
+def test_a_custom_logger_and_callback_see_every_epoch_of_fit(xor, tmp_path):
+    from mmgraph.training import Callback, Logger, TrainConfig
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_fit_start(self, model, config):
+            self.events.append(("start", type(model).__name__, config.epochs))
+
+        def on_epoch_end(self, epoch, metrics):
+            self.events.append(("epoch", epoch, dict(metrics)))
+
+        def on_fit_end(self, result):
+            self.events.append(("end", result.epochs_run))
+
+    class MemoryLogger:  # duck-typed: no base class needed
+        def __init__(self):
+            self.params, self.steps = None, []
+
+        def log_hyperparams(self, config):
+            self.params = config.to_dict()
+
+        def log_metrics(self, metrics, step):
+            self.steps.append((step, dict(metrics)))
+
+    train, val = xor
+    callback, memory = Recorder(), MemoryLogger()
+    assert isinstance(memory, Logger) and isinstance(callback, Callback)
+    result = _fit(_model(), train, val, epochs=3, callbacks=[callback], loggers=[memory], log_dir=tmp_path)
+    assert memory.params == {**TrainConfig().to_dict(), "epochs": 3, "batch_size": 32, "lr": 1e-2,
+                             "weight_decay": 0.0, "label_smoothing": 0.0, "patience": None}
+    assert [step for step, _ in memory.steps] == [1, 2, 3]
+    assert [metrics for _, metrics in memory.steps] == result.history
+    expected_keys = {"epoch", "train_loss", "lr", "val_loss", "val_label_accuracy", "val_label_macro_recall",
+                     "val_label_macro_f1", "val_accuracy", "score", "time_s"}
+    assert all(set(metrics) == expected_keys for _, metrics in memory.steps)
+    assert callback.events[0] == ("start", "FusionModel", 3) and callback.events[-1] == ("end", 3)
+    assert [(e[1], e[2]) for e in callback.events[1:-1]] == [(h["epoch"], h) for h in result.history]
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert header == ",".join(["epoch", "train_loss", "lr", "val_loss", "val_label_accuracy", "val_label_macro_recall",
+                               "val_label_macro_f1", "val_accuracy", "score", "time_s"])
+    with pytest.raises(TypeError, match=r"callbacks\[0\]: expected an object with on_fit_start / on_epoch_end"):
+        _fit(_model(), train, val, callbacks=[object()])
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def test_fit_monitors_the_macro_f1_that_evaluate_reports_with_an_absent_class():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 5, generator=gen), torch.randn(200, 3, generator=gen)
+    labels = torch.arange(200) % 4
+    train = MultiModalDataset({"a": a[:120], "b": b[:120]}, labels[:120])
+    keep = labels[120:] != 3  # class 3 is absent from validation
+    val = MultiModalDataset({"a": a[120:][keep], "b": b[120:][keep]}, labels[120:][keep], task_types={"label": 4})
+    model = _model({"label": 4})
+    with torch.no_grad():  # class 3 is never predicted either: the two conventions for absent classes differ
+        model.heads["label"][-1].bias[3] = -100.0
+    result = _fit(model, train, val, epochs=1, lr=1e-9, monitor="macro_f1", restore_best=False)
+    reported = evaluate(model, val, device="cpu")["label"]
+    assert 3 not in predict(model, val, device="cpu")["label"].tolist()
+    assert reported["macro_f1"] < 0.75  # an absent class counts as 0: at most 3 of 4 classes
+    assert result.history[-1]["val_label_macro_f1"] == pytest.approx(reported["macro_f1"], abs=1e-12)
+    assert result.history[-1]["val_label_macro_recall"] == pytest.approx(reported["macro_recall"], abs=1e-12)
+    assert result.best_score == pytest.approx(reported["macro_f1"], abs=1e-12)
+
+
+def test_fit_monitors_the_mse_that_evaluate_reports(xor):
+    train, val = _xor_dataset(320, 0, regression=True), _xor_dataset(160, 1, regression=True)
+    model = _model({"label": 2, "level": 0})
+    result = _fit(model, train, val, epochs=2, monitor="level/mse", restore_best=False)
+    assert result.history[-1]["val_level_mse"] == pytest.approx(evaluate(model, val, device="cpu")["level"]["mse"],
+                                                                 rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class _CountingDataset(MultiModalDataset):
+    """Records how many rows every gather reads."""
+
+    gathered: list
+
+    def __getitem__(self, index):
+        batch = super().__getitem__(index)
+        type(self).gathered.append(len(batch))
+        return batch
+
+
+def test_fit_never_gathers_the_whole_data_set(xor):
+    train, val = xor
+    _CountingDataset.gathered = []
+    counted = _CountingDataset(train.features, train.targets)
+    _fit(_model(), counted, val, epochs=2, batch_size=32)
+    assert _CountingDataset.gathered and max(_CountingDataset.gathered) <= 64 < len(counted)
+
+
+def test_training_through_dataloader_workers_gives_the_same_parameters(xor):
+    train, val = xor
+    in_process, workers = _model(), _model()
+    first = _fit(in_process, train, val, epochs=3, seed=5)
+    second = _fit(workers, train, val, epochs=3, seed=5, num_workers=2)
+    assert all(torch.equal(p, q) for p, q in zip(in_process.parameters(), workers.parameters()))
+    assert [h["score"] for h in first.history] == [h["score"] for h in second.history]
+
+
+@pytest.mark.parametrize("save", ["savez", "savez_compressed"])
+def test_training_on_a_memory_mapped_npz_gives_the_same_parameters(xor, tmp_path, save):
+    import numpy as np
+
+    train, val = xor
+    arrays = {name: x.numpy() for name, x in train.features.items()}
+    getattr(np, save)(tmp_path / "train.npz", **arrays, label=train.targets["label"].numpy(),
+                      b_mask=np.ones(len(train), dtype=bool))
+    mapped = MultiModalDataset.from_npz(tmp_path / "train.npz", mmap=True)
+    source = tmp_path / ("train.npz" if save == "savez" else ".train.npz.mmap/a.npy")
+    assert _mapped_file(mapped.features["a"]) == str(source)  # the tensor's memory is the file, not a copy
+    in_memory, on_disk = _model(), _model()
+    _fit(in_memory, train, val, epochs=2, seed=2)
+    _fit(on_disk, mapped, val, epochs=2, seed=2)
+    assert all(torch.equal(p, q) for p, q in zip(in_memory.parameters(), on_disk.parameters()))
+    if save == "savez_compressed":
+        assert sorted(p.name for p in (tmp_path / ".train.npz.mmap").glob("*.npy")) == ["a.npy", "b.npy",
+                                                                                        "b_mask.npy", "label.npy"]
+
+
+def _mapped_file(tensor: torch.Tensor) -> str | None:
+    """The file whose memory map holds ``tensor``'s data (from /proc/self/maps), or None."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        low, high = (int(part, 16) for part in fields[0].split("-"))
+        if low <= address < high:
+            return fields[5] if len(fields) == 6 else None
+    return None
+
+
+def test_predict_takes_a_test_time_mask_on_a_dataset_and_refuses_an_emptied_sample(xor):
+    from mmgraph.data import drop_modalities
+
+    _, val = xor
+    model = _model()
+    only_a = torch.zeros(len(val), 2, dtype=torch.bool)
+    only_a[:, 0] = True
+    expected = model.eval()({"a": val.features["a"], "b": val.features["b"]}, only_a)["label"].argmax(-1)
+    assert torch.equal(predict(model, val, mask=only_a, device="cpu")["label"], expected)
+    assert torch.equal(predict(model, val, mask={"b": torch.zeros(len(val), dtype=torch.bool)},
+                               device="cpu")["label"], expected)
+    partial = MultiModalDataset(val.features, val.targets, mask={"a": torch.arange(len(val)) % 2 == 0})
+    with pytest.raises(ValueError, match=r"mask: with the dataset's own mask, 80 samples have every modality masked "
+                                         r"\(first: \[1, 3, 5, 7, 9\]\)"):
+        predict(model, partial, mask={"b": torch.zeros(len(val), dtype=torch.bool)}, device="cpu")
+    dropped = drop_modalities(partial.mask, 0.5, exact=True, generator=torch.Generator().manual_seed(0))
+    assert predict(model, partial, mask=dropped, device="cpu")["label"].shape == (len(val),)
+
+
+def test_cli_metrics_json_names_the_classes_and_records_the_test_indices(tmp_path):
+    import numpy as np
+
+    from mmgraph.data import stratified_split
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(120, 4)).astype(np.float32), rng.normal(size=(120, 3)).astype(np.float32)
+    label = np.array(["cat", "dog", "eel"])[(a[:, 0] > 0).astype(int) + (b[:, 0] > 0.5).astype(int)]
+    np.savez(tmp_path / "pets.npz", a=a, b=b, label=label)
+    report = main(["--data", str(tmp_path / "pets.npz"), "--fusion", "concat", "--dim", "8", "--epochs", "2",
+                   "--out", str(tmp_path / "run"), "--quiet"])
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["test"]["label"]["class_names"] == ["cat", "dog", "eel"]
+    assert list(written["test"]["label"])[-2:] == ["confusion_matrix", "class_names"]
+    expected = stratified_split(MultiModalDataset({"a": a, "b": b}, label), test_size=0.2, val_size=0.2, seed=0)[2]
+    assert written["test_indices"] == expected.tolist() == report["test_indices"]
+    assert sum(map(sum, written["test"]["label"]["confusion_matrix"])) == len(expected)

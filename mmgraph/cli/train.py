@@ -20,7 +20,7 @@ from torch import nn
 
 from mmgraph.data import registry
 from mmgraph.data.registry import BUILTIN_DATASETS
-from mmgraph.training.checks import OPTIMIZERS, SCHEDULERS
+from mmgraph.training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
 from mmgraph.training.distributed import _finish_distributed
 from mmgraph.training.loop import FitResult, fit
 from mmgraph.training.prediction import evaluate
@@ -43,7 +43,10 @@ def load_dataset(name: str, seed: int = 0, samples: int | None = None, data_dir:
     return registry.load_dataset(name, seed=seed, samples=samples, data_dir=data_dir)
 
 
-DEFAULTS: dict[str, Any] = {"epochs": 100, "patience": 15, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
+# the training settings come from TrainConfig (one place for every default); the model and split ones are the CLI's
+DEFAULTS: dict[str, Any] = {**{key: getattr(TrainConfig, key) for key in ("epochs", "patience", "batch_size", "lr",
+                                                                          "weight_decay", "optimizer", "scheduler",
+                                                                          "label_smoothing")},
                             "dim": 64, "modality_dropout": 0.2, "val_size": 0.2}
 
 
@@ -55,57 +58,23 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
     regression, strings class names) and, optionally, boolean ``<modality>_mask`` arrays ``[N]`` (True = present)
     and ``<modality>_step_mask`` arrays ``[N, T]`` (True = real step of a padded sequence ``[N, T, D]``; see
     :func:`mmgraph.data.pad_ragged`). Every other key is a modality.
+    The reader is :meth:`MultiModalDataset.from_npz <mmgraph.data.MultiModalDataset.from_npz>`'s; unicode arrays
+    become text and, with text or step masks, the data set gets ``from_columns``' kinds.
     """
-    import numpy as np
-
     from mmgraph.data import MultiModalDataset
     from mmgraph.data.columns import column_to_tensor
+    from mmgraph.data.npz import read_npz
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--data: no such file {str(path)!r}")
-    try:
-        arrays = dict(np.load(path, allow_pickle=False))
-    except Exception as error:  # noqa: BLE001 - a damaged zip fails in many ways (BadZipFile, EOFError, ...)
-        reason = str(error).splitlines()[0] if str(error) else ""
-        raise ValueError(f"--data: {str(path)!r} is not a readable .npz file (truncated, corrupt, or not written by "
-                         f"numpy.savez: {type(error).__name__}: {reason})") from None
-    missing = [key for key in targets if key not in arrays]
-    if missing:
-        raise ValueError(f"--data: {str(path)!r} has no target arrays {missing} (--targets); its keys are "
-                         f"{sorted(arrays)}")
-    labels = {key: arrays.pop(key) for key in targets}
-    step_masks = {key[:-len("_step_mask")]: arrays.pop(key) for key in list(arrays) if key.endswith("_step_mask")}
-    masks = {key[:-len("_mask")]: arrays.pop(key) for key in list(arrays) if key.endswith("_mask")}
-    unknown = [f"{name}_mask" for name in masks if name not in arrays] + \
-        [f"{name}_step_mask" for name in step_masks if name not in arrays]
-    if unknown:
-        raise ValueError(f"--data: mask arrays {unknown} name no modality; modalities are {sorted(arrays)}")
-    for name, mask in masks.items():
-        if mask.dtype != np.bool_ or mask.shape != arrays[name].shape[:1]:
-            raise ValueError(f"--data: {name}_mask: expected a boolean array of shape {arrays[name].shape[:1]}, got "
-                             f"{mask.dtype} {mask.shape}")
-    for name, steps in step_masks.items():
-        if steps.dtype != np.bool_ or arrays[name].ndim != 3 or steps.shape != arrays[name].shape[:2]:
-            raise ValueError(f"--data: {name}_step_mask: expected a boolean array of shape {arrays[name].shape[:2]} "
-                             f"for a padded sequence {name} [N, T, D], got {steps.dtype} {steps.shape} (and "
-                             f"{name} of shape {arrays[name].shape})")
-    if not arrays:
-        raise ValueError(f"--data: {str(path)!r} holds no modality arrays besides the targets {list(targets)}")
-    texts = [name for name, array in arrays.items() if array.dtype.kind in "US"]
-    flat = [name for name, array in arrays.items() if array.ndim < 2 and name not in texts]
-    if flat:
-        raise ValueError(f"--data: {flat[0]!r} is one value per sample (shape {arrays[flat[0]].shape}); a modality "
-                         "needs [N, F] features (a unicode string array [N] is text): name it in --targets if it "
-                         "is a target, or store it as [N, 1]")
+    arrays, labels, masks, steps = read_npz(path, tuple(targets), arg="--data")
     features, kinds = {}, {}
-    for name, array in arrays.items():  # integer arrays stay token ids
-        if name in texts or array.dtype.kind == "f":
-            kinds[name], features[name], _, _ = column_to_tensor(name, array.tolist() if name in texts else array)
+    for name, array in arrays.items():  # unicode arrays are text; integer arrays stay token ids
+        if array.dtype.kind in "USf":
+            kinds[name], features[name], _, _ = column_to_tensor(
+                name, array.tolist() if array.dtype.kind in "US" else array)
         else:
             features[name] = array
-    dataset = MultiModalDataset(features, labels, mask=masks or None, step_mask=step_masks or None, name=path.stem)
-    if texts or step_masks:  # the user's own raw forms: the defaults of MultiModalDataset.from_columns
+    dataset = MultiModalDataset(features, labels, mask=masks or None, step_mask=steps or None, name=Path(path).stem)
+    if "text" in kinds.values() or steps:  # the user's own raw forms: the defaults of MultiModalDataset.from_columns
         dataset.kinds = kinds
     return dataset
 
@@ -146,9 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=_number(int, 1), default=DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=_number(float, 0, strict=True), default=DEFAULTS["lr"])
     parser.add_argument("--weight-decay", type=_number(float, 0), default=DEFAULTS["weight_decay"])
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    parser.add_argument("--scheduler", choices=[s for s in SCHEDULERS if s], default=None)
-    parser.add_argument("--label-smoothing", type=_number(float, 0, below=1), default=0.0)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
+    parser.add_argument("--scheduler", choices=[s for s in SCHEDULERS if s], default=DEFAULTS["scheduler"])
+    parser.add_argument("--label-smoothing", type=_number(float, 0, below=1), default=DEFAULTS["label_smoothing"])
     parser.add_argument("--dim", type=_number(int, 1), default=DEFAULTS["dim"], help="embedding width of every "
                         "modality")
     parser.add_argument("--modality-dropout", type=_number(float, 0, below=1), default=DEFAULTS["modality_dropout"])
@@ -369,7 +338,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, o
     except OSError as error:  # a full disk under the checkpoint: the message says what is left
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     try:
-        report = _report(args, name, out, model, result, (train, val, test), started) if rank == 0 else None
+        report = (_report(args, name, out, model, result, (train, val, test), started, test_indices=parts[2])
+                  if rank == 0 else None)
     except OSError as error:  # --save-model could not be written after all (metrics.json is)
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     _finish_distributed()
@@ -377,18 +347,24 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, o
 
 
 def _report(args: argparse.Namespace, name: str, out: Path, model: nn.Module, result: FitResult, parts: tuple,
-            started: float) -> dict[str, Any]:
-    """Rank 0's end of the CLI: test metrics, ``metrics.json``, ``--save-model`` (after it, so a model that cannot
-    be written leaves the results behind) and the summary line."""
+            started: float, test_indices: torch.Tensor) -> dict[str, Any]:
+    """Rank 0's end of the CLI: test metrics (each classification task's ``class_names`` beside its confusion
+    matrix), ``metrics.json`` (with ``test_indices``, the rows of the data set scored, so the same split can be
+    re-scored), ``--save-model`` (after it, so a model that cannot be written leaves the results behind) and the
+    summary line."""
     train, val, test = parts
     test_metrics = evaluate(model, test, device=args.device)
+    for task, metrics in test_metrics.items():
+        if "confusion_matrix" in metrics:  # row i / column j of the matrix = class_names[i] / [j]
+            metrics["class_names"] = model.class_names.get(task, [str(c) for c in range(model.tasks[task])])
     report = {
         "dataset": name, "fusion": args.fusion,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "sizes": {"train": len(train), "val": len(val), "test": len(test)},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "best_val_score": result.best_score,
-        "test": _jsonable(test_metrics), "fit_time_s": result.time_s, "total_time_s": time.perf_counter() - started,
+        "test": _jsonable(test_metrics), "test_indices": test_indices.tolist(), "fit_time_s": result.time_s,
+        "total_time_s": time.perf_counter() - started,
     }
     if args.explain:
         report["explanations"] = [str(path) for path in _write_explanations(model, test, args.explain, out)]

@@ -7,11 +7,12 @@ from mmgraph.data.affect import binary_sentiment, load_mosei, load_mosi
 from mmgraph.data.avdigits import load_avdigits
 from mmgraph.data.avmnist import load_avmnist
 from mmgraph.data.columns import pad_ragged
-from mmgraph.data.dataset import (MultiModalBatch, MultiModalDataset, standardization_stats, standardize,
-                                  stratified_split)
+from mmgraph.data.dataset import MultiModalBatch, MultiModalDataset, collate_batch
 from mmgraph.data.registry import (available_datasets, concatenate, load_dataset, load_dataset_with_split,
                                    register_dataset)
+from mmgraph.data.splits import standardization_stats, standardize, stratified_split
 from mmgraph.data.synthetic import make_interaction, make_raw, make_temporal, random_modality_mask
+from mmgraph.data.transforms import drop_modalities
 from mmgraph.data.uci import HANDWRITTEN_VIEWS, load_handwritten, load_nutrimouse
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "MultiModalDataset",
     "available_datasets",
     "binary_sentiment",
+    "collate_batch",
     "concatenate",
+    "drop_modalities",
     "load_avdigits",
     "load_avmnist",
     "load_dataset",

@@ -1,8 +1,11 @@
-"""In-memory multimodal datasets with masks, vectorised batching, stratified splits and standardisation.
+"""Multimodal datasets with masks and vectorised batching (splits and standardisation: :mod:`mmgraph.data.splits`).
 
-A :class:`MultiModalDataset` holds one tensor per modality (``[N, ...]``), one target tensor per task (``[N]``), a
-presence mask ``[N, M]`` and optional per-step masks for padded sequences. Indexing with a batch of indices gathers
-every tensor at once (``dataset[LongTensor[B]] -> MultiModalBatch``): no per-sample collation.
+A :class:`MultiModalDataset` holds one tensor per modality (``[N, ...]``, in memory or memory-mapped from an
+``.npz``), one target tensor per task (``[N]``), a presence mask ``[N, M]`` and optional per-step masks for padded
+sequences. Indexing with a batch of indices gathers every tensor at once (``dataset[LongTensor[B]] ->
+MultiModalBatch``): no per-sample collation. It is a ``torch.utils.data.Dataset`` whose ``__getitems__`` serves a
+whole batch, so a ``DataLoader`` with a ``batch_sampler`` and :func:`collate_batch` gathers one batch per call, also
+in worker processes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +21,7 @@ from torch import Tensor
 
 from mmgraph.data.columns import from_columns as _from_columns
 
-__all__ = ["MultiModalBatch", "MultiModalDataset", "standardization_stats", "standardize", "stratified_split"]
+__all__ = ["MultiModalBatch", "MultiModalDataset", "collate_batch"]
 
 ArrayLike = Tensor | np.ndarray
 Index = int | slice | Sequence[int] | Tensor | np.ndarray
@@ -57,7 +61,22 @@ class MultiModalBatch:
         return {name: self.mask[:, m] for m, name in enumerate(self.inputs)}
 
 
-class MultiModalDataset:
+def collate_batch(batch: MultiModalBatch) -> MultiModalBatch:
+    """The ``collate_fn`` of a ``DataLoader`` over a :class:`MultiModalDataset`: ``__getitems__`` already returned
+    the whole batch, which passes through unchanged.
+
+    Example:
+        >>> from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+        >>> loader = DataLoader(ds, batch_sampler=BatchSampler(RandomSampler(ds), 64, drop_last=False),
+        ...                     num_workers=2, collate_fn=collate_batch)
+    """
+    if not isinstance(batch, MultiModalBatch):
+        raise TypeError(f"batch: expected the MultiModalBatch of MultiModalDataset.__getitems__, got "
+                        f"{type(batch).__name__}; use a batch_sampler (or batch_size) with collate_fn=collate_batch")
+    return batch
+
+
+class MultiModalDataset(torch.utils.data.Dataset):
     """Multimodal samples held as tensors, indexed in batches.
 
     Args:
@@ -95,6 +114,7 @@ class MultiModalDataset:
     Example:
         >>> ds = MultiModalDataset({"a": torch.randn(100, 5), "b": torch.randn(100, 3)}, torch.randint(0, 2, (100,)))
         >>> batch = ds[torch.arange(8)]   # inputs {"a": [8, 5], "b": [8, 3]}, mask [8, 2], targets {"label": [8]}
+        >>> ds = MultiModalDataset.from_npz("mine.npz", mmap=True)   # the layout of `mmgraph train --data`
     """
 
     def __init__(
@@ -157,6 +177,30 @@ class MultiModalDataset:
         step_mask = None if self._step_mask is None else {m: s[rows] for m, s in self._step_mask.items()}
         return MultiModalBatch({m: x[rows] for m, x in self._features.items()}, self._mask[rows],
                                {t: y[rows] for t, y in self._targets.items()}, step_mask)
+
+    def __getitems__(self, indices: Sequence[int] | Tensor) -> MultiModalBatch:
+        """A whole batch for ``DataLoader`` (``indices``: the batch sampler's list or ``LongTensor[B]``): one gather
+        per tensor, as ``self[indices]``; pair it with ``collate_fn=collate_batch``."""
+        return self[indices]
+
+    @classmethod
+    def from_npz(cls, path: str | Path, targets: Sequence[str] = ("label",), mmap: bool = False,
+                 task_types: Mapping[str, int | str] | None = None, name: str | None = None) -> MultiModalDataset:
+        """A dataset from an ``.npz`` in the layout of ``mmgraph train --data`` (see :mod:`mmgraph.data.npz`): one
+        array per modality, targets under ``label`` (or the keys in ``targets``), optional boolean
+        ``<modality>_mask [N]`` and ``<modality>_step_mask [N, T]``.
+
+        ``mmap=True`` maps the feature arrays instead of reading them: batches read their rows from disk, so data
+        larger than memory trains (store float32 features and int64 token ids: other dtypes are converted, in
+        memory). Uncompressed members (``np.savez``) are mapped inside the file; compressed ones are decompressed
+        once to a cache folder ``.<file>.mmap`` next to it. :meth:`subset` copies the selected rows into memory, so
+        keep the training and validation parts of large data in separate files.
+        """
+        from mmgraph.data.npz import read_npz
+
+        arrays, labels, masks, steps = read_npz(path, tuple(targets), mmap=mmap)
+        return cls(arrays, labels, mask=masks or None, step_mask=steps or None, task_types=task_types,
+                   name=Path(path).stem if name is None else name)
 
     def subset(self, indices: Index) -> MultiModalDataset:
         """A new dataset with the selected samples (same modalities, tasks, class counts and class names)."""
@@ -264,7 +308,10 @@ def _check_features(features: Mapping[str, Tensor], mask: Tensor) -> dict[str, T
     for m, (name, x) in enumerate(features.items()):
         if x.is_floating_point() or x.dtype == torch.bool:
             x = x.float()
-            bad = (~torch.isfinite(x)).flatten(1).any(1) & mask[:, m]
+            # in chunks of ~2**18 values: no full-size temporary (a memory-mapped array is read, never copied)
+            rows = max(1, 2**18 // max(1, x[0].numel() if len(x) else 1))
+            bad = torch.cat([(~torch.isfinite(x[i:i + rows])).flatten(1).any(1) for i in range(0, len(x), rows)]
+                            or [torch.zeros(0, dtype=torch.bool)]) & mask[:, m]
             if bool(bad.any()):
                 bad = bad.nonzero().squeeze(1)
                 raise ValueError(f"features[{name!r}]: NaN or Inf values in {bad.numel()} samples where {name!r} "
@@ -439,125 +486,3 @@ def _check_class_names(class_names: Mapping[str, Sequence[str]] | None, tasks: d
             raise ValueError(f"class_names[{task!r}]: expected {tasks[task]} names, got {len(names)}")
         checked[task] = [str(n) for n in names]
     return checked
-
-
-# ---------------------------------------------------------------------------------------------------- splits
-def stratified_split(dataset_or_labels: MultiModalDataset | ArrayLike | Sequence[int], test_size: float = 0.2,
-                     val_size: float = 0.0, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-    """Reproducible stratified (train, val, test) indices.
-
-    The test part is ``test_size`` of all samples; the validation part is ``val_size`` of the remaining training
-    part. Stratified by the class ids of the first task (a dataset) or by the given labels ``[N]``; a regression
-    first task is split by plain shuffling. Same ``seed`` -> same indices.
-
-    Returns:
-        ``(train, val, test)``: sorted ``LongTensor`` indices, disjoint, covering every sample.
-    """
-    if isinstance(dataset_or_labels, MultiModalDataset):
-        labels = dataset_or_labels.labels().numpy()
-        stratify = dataset_or_labels.tasks[next(iter(dataset_or_labels.tasks))] > 0
-    else:
-        labels = _as_tensor("dataset_or_labels", dataset_or_labels).numpy()
-        stratify = labels.dtype.kind in "biu"
-    if labels.ndim != 1:
-        raise ValueError(f"dataset_or_labels: expected labels of shape [N], got {labels.shape}")
-    for arg, value in (("test_size", test_size), ("val_size", val_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-            raise ValueError(f"{arg}: expected a fraction in [0, 1), got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    everything = np.arange(len(labels))
-    train, test = _split(everything, labels, test_size, stratify, seed, "test_size")
-    train, val = _split(train, labels[train], val_size, stratify, seed + 1, "val_size")
-    return tuple(torch.from_numpy(np.sort(part)).long() for part in (train, val, test))  # type: ignore[return-value]
-
-
-def _split(indices: np.ndarray, labels: np.ndarray, fraction: float, stratify: bool, seed: int,
-           arg: str) -> tuple[np.ndarray, np.ndarray]:
-    if fraction == 0.0 or len(indices) == 0:
-        return indices, indices[:0]
-    from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
-
-    splitter = (StratifiedShuffleSplit if stratify else ShuffleSplit)(n_splits=1, test_size=fraction,
-                                                                      random_state=seed)
-    try:
-        keep, held_out = next(splitter.split(indices, labels if stratify else None))
-    except ValueError as error:
-        raise ValueError(f"{arg}={fraction}: cannot split {len(indices)} samples with classes "
-                         f"{np.bincount(labels).tolist() if stratify else '-'} ({error})") from error
-    return indices[keep], indices[held_out]
-
-
-# ---------------------------------------------------------------------------------------------------- scaling
-def standardize(train: MultiModalDataset, *others: MultiModalDataset,
-                eps: float = 1e-6) -> tuple[MultiModalDataset, ...]:
-    """Z-score the float modalities of ``train`` and ``others`` with statistics from ``train`` only.
-
-    Statistics are per feature over the present samples (and real steps) of ``train``: vectors ``[N, F]`` and
-    frames ``[N, T, F]`` per feature ``F``, images ``[N, C, H, W]`` per channel. A feature whose training std is
-    below ``eps`` (constant) is only centred (std taken as 1), so held-out data cannot blow up. Token modalities
-    (int64) are left alone.
-
-    Returns:
-        ``(train, *others)`` standardised, as new datasets.
-    """
-    if not isinstance(train, MultiModalDataset):
-        raise TypeError(f"train: expected a MultiModalDataset, got {type(train).__name__}")
-    for position, other in enumerate(others):
-        if not isinstance(other, MultiModalDataset):
-            raise TypeError(f"others[{position}]: expected a MultiModalDataset, got {type(other).__name__}")
-        if other.input_shapes != train.input_shapes:
-            raise ValueError(f"others[{position}]: modalities and shapes {other.input_shapes} differ from train's "
-                             f"{train.input_shapes}")
-    stats = standardization_stats(train, eps)
-    return tuple(dataset.with_features({name: (dataset.features[name] - mean) / std
-                                        for name, (mean, std) in stats.items()})
-                 for dataset in (train, *others))
-
-
-def standardization_stats(train: MultiModalDataset, eps: float = 1e-6) -> dict[str, tuple[Tensor, Tensor]]:
-    """The statistics :func:`standardize` applies: ``{float modality: (mean, std)}``, each shaped to broadcast
-    against that modality's ``[N, ...]`` tensor (``[1, F]`` vectors, ``[1, 1, F]`` frames, ``[1, C, 1, 1]``
-    images). ``FusionModel.from_dataset(..., standardize=True)`` keeps them as buffers of the model."""
-    if not isinstance(train, MultiModalDataset):
-        raise TypeError(f"train: expected a MultiModalDataset, got {type(train).__name__}")
-    return {name: _moments(train, name, eps) for name, x in train.features.items() if x.is_floating_point()}
-
-
-_STATS_CHUNK = 2**22  # values per chunk of the standardisation statistics (32 MiB in float64)
-
-
-def _moments(dataset: MultiModalDataset, name: str, eps: float) -> tuple[Tensor, Tensor]:
-    """Mean and std of one float modality, shaped to broadcast against ``[N, ...]``.
-
-    Accumulated in float64 (the squares of float32 features overflow from ``|x| ~ 1e19``: an inf std would zero the
-    modality; the moments of finite float32 values are finite float32 values) over chunks of about
-    ``_STATS_CHUNK`` values, so the float64 copy never holds the whole modality."""
-    x = dataset.features[name]
-    present = dataset.mask[:, dataset.modalities.index(name)]  # [N]
-    steps = (dataset.step_mask or {}).get(name)
-    axis = 1 if x.ndim == 4 else x.ndim - 1  # channels of images, last axis otherwise
-    dims = [d for d in range(x.ndim) if d != axis]
-    rows = max(1, _STATS_CHUNK // max(1, x[0].numel() if len(x) else 1))
-
-    def chunks():
-        """``(values, weight)`` float64 ``[n, ...]`` per chunk of samples; masked entries (NaN placeholders) -> 0."""
-        for start in range(0, len(x), rows):
-            part = slice(start, start + rows)
-            weight = present[part].double().view(-1, *([1] * (x.ndim - 1)))
-            if steps is not None:
-                weight = weight * steps[part].double().view(*steps[part].shape, *([1] * (x.ndim - 2)))
-            weight = weight.expand_as(x[part])
-            yield torch.where(weight > 0, x[part].double(), torch.zeros((), dtype=torch.float64)), weight
-
-    shape = [x.shape[d] if d == axis else 1 for d in range(x.ndim)]
-    count, total, squares = (torch.zeros(shape, dtype=torch.float64) for _ in range(3))
-    for values, weight in chunks():
-        count += weight.sum(dim=dims, keepdim=True)
-        total += (values * weight).sum(dim=dims, keepdim=True)
-    mean = total / count.clamp_min(1.0)
-    for values, weight in chunks():
-        squares += ((values - mean) ** 2 * weight).sum(dim=dims, keepdim=True)
-    std = (squares / count.clamp_min(1.0)).sqrt()
-    std = torch.where(std < eps, torch.ones_like(std), std)
-    return mean.to(x.dtype), std.to(x.dtype)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from mmgraph.data.dataset import MultiModalDataset
+from mmgraph.data.transforms import drop_modalities
 from mmgraph.utils import check_int as _check_int
 
 __all__ = ["make_interaction", "make_raw", "make_sentiment", "make_temporal", "random_modality_mask"]
@@ -236,20 +237,16 @@ def random_modality_mask(n: int, num_modalities: int, rate: float, generator: to
 
     A sample that would lose every modality gets one modality, chosen uniformly, back; the realised drop rate is
     therefore ``rate - rate**M / M``. ``rate = 1`` keeps exactly one modality per sample. Randomness from
-    ``generator``, else from ``seed``, else from torch's global generator.
+    ``generator``, else from ``seed``, else from torch's global generator. The drop is
+    :func:`mmgraph.data.transforms.drop_modalities` of a full mask (what ``modality_dropout`` does in training).
     """
     _check_int("n", n, 0)
     _check_int("num_modalities", num_modalities, 1)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
-        raise ValueError(f"rate: expected a probability in [0, 1], got {rate!r}")
     if generator is not None and seed is not None:
         raise ValueError("generator, seed: give at most one of them")
     if seed is not None:
         generator = torch.Generator().manual_seed(seed)
-    present = torch.rand(n, num_modalities, generator=generator) >= rate  # [n, M]
-    rescued = torch.randint(0, num_modalities, (n,), generator=generator)  # [n]
-    present[torch.arange(n), rescued] |= ~present.any(dim=1)
-    return present
+    return drop_modalities(torch.ones(n, num_modalities, dtype=torch.bool), rate, generator=generator)
 
 
 def _flip_labels(labels: Tensor, noise: float, num_classes: int, generator: torch.Generator) -> Tensor:

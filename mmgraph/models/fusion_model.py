@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgraph.data.dataset import _check_class_names
+from mmgraph.data.transforms import drop_modalities
 from mmgraph.fusion import build_fusion, check_mask, fusion_class
 from mmgraph.models import factory
 from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape, _describe,
@@ -356,13 +357,10 @@ class FusionModel(nn.Module):
 
     def _drop_modalities(self, mask: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Mask out each present modality with probability ``p``; a sample that would lose all of them keeps one
-        present modality, chosen uniformly. ``-> BoolTensor[B, M]``."""
+        present modality, chosen uniformly (:func:`mmgraph.data.transforms.drop_modalities`). ``-> BoolTensor[B, M]``."""
         present = mask if mask is not None else torch.ones(batch, len(self.modalities), dtype=torch.bool,
                                                              device=device)
-        keep = present & (torch.rand(present.shape, device=device) >= self.modality_dropout)  # [B, M]
-        scores = torch.rand(present.shape, device=device).masked_fill(~present, -1.0)
-        rescue = nn.functional.one_hot(scores.argmax(1), len(self.modalities)).bool()  # [B, M]
-        return keep | (rescue & present & ~keep.any(1, keepdim=True))
+        return drop_modalities(present, self.modality_dropout)
 
     def _stack_sequences(self, embeddings: list[Tensor], mask: Tensor | None,
                          step_mask: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 
 from mmgraph.io import load_file, save_file
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "data_fingerprint", "load_checkpoint", "save_checkpoint"]
 
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: cheap sampled data fingerprints (2: a SHA-256 of every tensor)
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
@@ -175,14 +175,23 @@ def _apply_optimizer_settings(opt: torch.optim.Optimizer, lr_scheduler, config: 
         lr_scheduler.base_lrs = [config["lr"]] * len(opt.param_groups)
 
 
-def _fingerprint(rows) -> str:
-    """``"<N> samples, sha256 <16 hex>"`` of every input, mask and target of a dataset, taken by name."""
+def data_fingerprint(dataset, rows: int = 64) -> str:
+    """``"<N> samples, sha256 <16 hex> (mask, targets, <k> rows)"``: a cheap fingerprint of a data set for the resume
+    check, without reading (or copying) the whole data: the SHA-256 of the dtype and shape of every tensor, the whole
+    presence mask and targets (``[N, M]`` and ``[N]``: small), and the features and step masks of ``rows`` evenly
+    spaced samples (first and last included), taken by modality and task name. It tells apart another data set, a
+    subset, other labels, masks or shapes; an edit of features only between the sampled rows goes unnoticed."""
+    count = len(dataset)
+    picked = torch.linspace(0, count - 1, min(count, rows)).round().long().unique() if count else torch.zeros(
+        0, dtype=torch.long)
+    sample = dataset[picked]
+    parts = {**{f"input:{k}": v for k, v in sample.inputs.items()}, "mask": dataset.mask,
+             **{f"target:{k}": v for k, v in dataset.targets.items()},
+             **{f"step_mask:{k}": v for k, v in (sample.step_mask or {}).items()}}
+    shapes = {f"input:{k}": (count, *shape) for k, shape in dataset.input_shapes.items()}
     digest = hashlib.sha256()
-    parts = {**{f"input:{k}": v for k, v in rows.inputs.items()}, "mask": rows.mask,
-             **{f"target:{k}": v for k, v in rows.targets.items()},
-             **{f"step_mask:{k}": v for k, v in (rows.step_mask or {}).items()}}
     for name in sorted(parts):
         tensor = torch.as_tensor(parts[name]).detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(f"{name}:{tensor.dtype}:{shapes.get(name, tuple(tensor.shape))};".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return f"{len(rows)} samples, sha256 {digest.hexdigest()[:16]}"
+    return f"{count} samples, sha256 {digest.hexdigest()[:16]} (mask, targets, {len(picked)} rows)"

@@ -10,15 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmgraph.training.config import MONITORS, OPTIMIZERS, SCHEDULERS, TASK_METRICS
 from mmgraph.utils import check_choice as _check_choice
 
 __all__ = ["MONITORS", "OPTIMIZERS", "SCHEDULERS", "TASK_METRICS"]
-
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-MONITORS = ("accuracy", "macro_f1", "macro_recall", "mse", "loss")
-TASK_METRICS = ("accuracy", "macro_f1", "macro_recall")
-SCHEDULERS = (None, "cosine", "plateau")
 
 
 def _parse_monitor(monitor: Any, tasks: dict[str, int]) -> tuple[str | None, str]:
@@ -93,9 +88,10 @@ def _class_weights(class_weight: Any, tasks: dict[str, int], targets: Mapping[st
     return weights
 
 
-def _check_dataset(arg: str, dataset, tasks: dict[str, int], need_two_classes: bool = False):
-    """Every row of ``dataset`` as one batch, after checking it has targets for the model's tasks with class ids in
-    ``[0, num_classes)`` (and, with ``need_two_classes``, at least two classes per classification task)."""
+def _check_dataset(arg: str, dataset, tasks: dict[str, int], need_two_classes: bool = False) -> None:
+    """Check that ``dataset`` has targets for the model's tasks with class ids in ``[0, num_classes)`` (and, with
+    ``need_two_classes``, at least two classes per classification task). Reads the targets only (no feature is
+    gathered or copied)."""
     from mmgraph.data import MultiModalDataset
 
     if not isinstance(dataset, MultiModalDataset):
@@ -103,15 +99,15 @@ def _check_dataset(arg: str, dataset, tasks: dict[str, int], need_two_classes: b
                         "MultiModalDataset({modality: X [N, ...]}, y) (one entry per modality, targets [N])")
     if len(dataset) == 0:
         raise ValueError(f"{arg}: the dataset is empty")
-    rows = dataset[torch.arange(len(dataset))]
-    missing = [t for t in tasks if t not in rows.targets]
+    targets = dataset.targets
+    missing = [t for t in tasks if t not in targets]
     if missing:
         raise ValueError(f"{arg}: no targets for the model's tasks {missing}; dataset targets are "
-                         f"{list(rows.targets)}")
+                         f"{list(targets)}")
     for task, classes in tasks.items():
         if not classes:
             continue
-        target = rows.targets[task]
+        target = targets[task]
         outside = target[(target < 0) | (target >= classes)].unique()
         if len(outside):
             raise ValueError(f"{arg}: task {task!r} has class ids {outside[:5].tolist()} outside [0, {classes}); the "
@@ -121,4 +117,3 @@ def _check_dataset(arg: str, dataset, tasks: dict[str, int], need_two_classes: b
             raise ValueError(f"{arg}: task {task!r} has a single class ({present.tolist()}) in these "
                              f"{len(dataset)} samples; a classifier needs at least two to learn from (a subset "
                              f"that lost classes? split with mmgraph.data.stratified_split)")
-    return rows

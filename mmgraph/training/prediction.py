@@ -31,8 +31,11 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
             Modalities are matched to the model's by name, and the model's own preprocessing
             (:meth:`FusionModel.prepare <mmgraph.models.FusionModel.prepare>`: kinds, tokenisation, padding, step
             masks) is applied, so padding never reaches a prediction.
-        mask: only with columns: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
-            follow ``data``'s key order; True = present (a masked entry may hold NaN).
+        mask: with columns: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
+            follow ``data``'s key order; True = present (a masked entry may hold NaN). With a dataset: modalities
+            to remove at test time, ``BoolTensor[N, M]`` in ``data.modalities`` order or ``{modality: BoolTensor[N]}``,
+            and-ed with the dataset's own mask; every sample must keep a present modality (draw test-time drops
+            with :func:`mmgraph.data.drop_modalities` of ``data.mask``, which guarantees it).
         step_mask: only with columns: ``{modality: bool array [N, T]}`` for padded arrays ``[N, T, D]`` (True =
             real step).
         logits: return the raw outputs ``Tensor[N, C]`` per task.
@@ -57,12 +60,18 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
     columns = isinstance(data, Mapping) or _is_dataframe(data)
-    if not columns and (mask is not None or step_mask is not None):
-        raise ValueError("mask, step_mask: only used with a dict of columns; a MultiModalDataset carries its own "
+    if not columns and step_mask is not None:
+        raise ValueError("step_mask: only used with a dict of columns; a MultiModalDataset carries its own step "
                          "masks")
+    removal = None
+    if isinstance(data, MultiModalDataset) and mask is not None:
+        removal = _test_time_mask(data, mask)  # [N, M] in data.modalities order
     if hasattr(raw_model, "prepare") and (columns or isinstance(data, MultiModalDataset)):
-        inputs, mask, step_mask = raw_model.prepare(data, mask, step_mask)
-        data = MultiModalDataset(inputs, None, mask=mask, step_mask=step_mask)
+        order = None if columns else list(data.modalities)
+        inputs, prepared_mask, step_mask = raw_model.prepare(data, mask if columns else None, step_mask)
+        data = MultiModalDataset(inputs, None, mask=prepared_mask, step_mask=step_mask)
+        if removal is not None:  # the prepared data set follows the model's modality order
+            removal = removal[:, [order.index(name) for name in data.modalities]]
     elif columns:
         data = MultiModalDataset(_features_as_floats(data, raw_model), None, mask=mask, step_mask=step_mask)
     elif not isinstance(data, MultiModalDataset):
@@ -88,6 +97,8 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
         for start in range(0, len(data), batch_size):
             rows = None if len(data) <= batch_size else torch.arange(start, min(start + batch_size, len(data)))
             batch = _batch(data, rows).to(device, non_blocking=True)
+            if removal is not None:
+                batch.mask = (removal if rows is None else removal[rows]).to(device)
             # nothing masked: no mask, so the fusion takes its sample-independent path (the same outputs)
             mask_by_name = None if bool(batch.mask.all()) else batch.named_mask
             outputs = raw_model(batch.inputs, mask_by_name, batch.step_mask)
@@ -165,6 +176,30 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
 
 def _is_dataframe(data: Any) -> bool:
     return hasattr(data, "columns") and hasattr(data, "iloc") and hasattr(data, "to_dict")
+
+
+def _test_time_mask(data, mask) -> Tensor:
+    """``data.mask & mask`` (``BoolTensor[N, M]``) after checking ``mask`` and that no sample is left empty."""
+    from mmgraph.data.dataset import _check_mask
+
+    if isinstance(mask, Mapping):
+        unknown = [m for m in mask if m not in data.modalities]
+        if unknown:
+            raise ValueError(f"mask: unknown modalities {unknown}; expected some of {data.modalities}")
+    elif not isinstance(mask, (Tensor, np.ndarray)):
+        raise TypeError(f"mask: expected a BoolTensor [N, M] or {{modality: BoolTensor [N]}}, got "
+                        f"{type(mask).__name__}")
+    try:
+        combined = data.mask & _check_mask(mask, data.modalities, len(data))
+    except ValueError as error:
+        raise ValueError(f"{error} (predict's test-time mask, {len(data)} samples, modalities "
+                         f"{data.modalities})") from None
+    empty = (~combined.any(1)).nonzero().squeeze(1)
+    if empty.numel():
+        raise ValueError(f"mask: with the dataset's own mask, {empty.numel()} samples have every modality masked "
+                         f"(first: {empty[:5].tolist()}); draw test-time drops with "
+                         "mmgraph.data.drop_modalities(data.mask, rate), which keeps one present modality per sample")
+    return combined
 
 
 def _indexed(device: torch.device) -> torch.device:
