@@ -68,9 +68,12 @@ def corruption_curves(test: MultiModalDataset, modalities: list[str], clean: flo
                       ) -> dict[str, dict[str, float]]:
     """MultiBench's protocol: the score with one modality corrupted at each of 11 levels (Gaussian noise on z-scored
     features and images, steps masked on sequences), the others clean: ``{modality: {level: score}}``. A modality
-    the model does not read (a unimodal baseline) leaves its score at the clean value."""
+    the model does not read (a unimodal baseline) leaves its score at the clean value; token and text modalities
+    get no curve."""
     curves: dict[str, dict[str, float]] = {}
     for position, name in enumerate(modalities):
+        if name in test.modalities and not test.features[name].is_floating_point():
+            continue  # token ids and text (code points): the protocol's noise is defined on features, not symbols
         curves[name] = {"0.0": clean}
         for level in corruption_levels()[1:]:
             if name not in test.modalities:
