@@ -32,8 +32,8 @@ class Budget:
 
     Attributes:
         train: the training settings (:class:`~mmgraph.training.TrainConfig`: optimiser, lr, weight decay, batch
-            size, label smoothing, epochs, patience); its weight decay and ``encoder_dropout`` were chosen on
-            validation by ``benchmarks/tune_budget.py``.
+            size, label smoothing, epochs, patience; its ``seed`` is replaced by each run's); its weight decay and
+            ``encoder_dropout`` were chosen on validation by ``benchmarks/tune_budget.py``.
         dim: width of every encoder's output and of the fused representation.
         encoder_dropout: dropout of every encoder. encoder_hidden: hidden width of each vector modality's MLP encoder.
         grid: ``{name: candidate values}`` (``lr``, ``weight_decay``, ``encoder_dropout``, head ``dropout``),
@@ -47,7 +47,6 @@ class Budget:
     encoder_hidden: int = 256
     grid: dict = field(default_factory=dict)
     image_audio: tuple[int, int] = (5, 3)
-
 
 
 @dataclass(frozen=True)
