@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from mmgraph import MultiModalGNN, explanation_to_networkx
+from mmgraph.gnn.position import TemporalEncoding, sinusoidal
 
 CONVS = ["gcn", "gat", "gatv2", "sage"]
-READOUTS = ["mean", "max", "sum", "attention"]
+READOUTS = ["mean", "max", "sum", "attention", "concat", "concat_attention"]
 BACKENDS = ["dense", "sparse", "pyg", "auto"]
 DIMS = {"text": 6, "image": 5, "audio": 3}
 SEQ = {"a": 4, "b": 3}
@@ -123,6 +124,10 @@ def test_gradients_reach_every_parameter(conv, readout):
     gnn(make_inputs(), random_mask()).pow(2).sum().backward()
     for name, p in gnn.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if readout == "concat" and name.startswith("readout.aggr.gate_nn"):
+            # one node per modality: the softmax within each modality is 1, whatever the gate says
+            assert (p.grad == 0).all(), name
+            continue
         assert p.grad.abs().sum() > 0, name
 
 
@@ -512,18 +517,249 @@ def make_order_task(n, steps, gen):
     return {"a": a, "b": b}, (t_a < t_b).long()
 
 
-def _fit_order_task(temporal_window):
+def _fit_order_task(temporal_window, **options):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     inputs, labels = make_order_task(1536, 6, gen)  # one call: train and test share the event patterns
     train_x, train_y = {k: v[:1024] for k, v in inputs.items()}, labels[:1024]
     test_x, test_y = {k: v[1024:] for k, v in inputs.items()}, labels[1024:]
-    gnn = MultiModalGNN({"a": 4, "b": 4}, hidden=16, heads=4, layers=2, temporal_window=temporal_window)
+    gnn = MultiModalGNN({"a": 4, "b": 4}, hidden=16, heads=4, layers=2, temporal_window=temporal_window, **options)
     return train_and_test(gnn, train_x, train_y, test_x, test_y, steps=80, gen=gen)
 
 
 def test_temporal_edges_learn_cross_modal_order_that_a_static_graph_cannot():
-    with_time = _fit_order_task(temporal_window=5)
-    without_time = _fit_order_task(temporal_window=0)
+    # nodes without positions (the defaults before issue 21): only the temporal edges can carry order
+    blind = {"positional": None, "readout": "attention"}
+    with_time = _fit_order_task(temporal_window=5, **blind)
+    without_time = _fit_order_task(temporal_window=0, **blind)
     assert with_time >= 0.9
     assert without_time < 0.7
+    # with the default positions and modality-keeping readout, the order is readable without temporal edges too
+    assert _fit_order_task(temporal_window=0) >= 0.9
+
+
+# ---------------------------------------------------------------------- issue 21: positions, context, readouts, gate
+# each option alone and all together, on unaligned sequences (6 and 3 steps) mixed with a static modality
+NEW_OPTIONS = [dict(positional="sinusoidal"), dict(positional="learned"),
+               dict(positional="sinusoidal", positional_time="relative"),
+               dict(positional="learned", positional_time="relative", max_positions=12), dict(context="conv"),
+               dict(readout="concat"), dict(gate=True),
+               dict(positional="sinusoidal", context="conv", readout="concat", gate=True)]
+MIXED = {"a": 4, "b": 3, "v": 5}
+
+
+def mixed_inputs(batch=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(batch, 6, 4, generator=gen), "b": torch.randn(batch, 3, 3, generator=gen),
+            "v": torch.randn(batch, 5, generator=gen)}
+
+
+MIXED_MASK = torch.tensor([[True, True, True], [True, False, True], [False, True, False], [True, True, False],
+                           [True, True, True]])
+MIXED_STEPS = {"a": torch.arange(6).expand(5, 6) < torch.tensor([[6], [1], [3], [5], [2]])}
+
+
+@pytest.mark.parametrize("conv", ["gat", "gcn"])
+@pytest.mark.parametrize("options", NEW_OPTIONS, ids=str)
+def test_backends_agree_on_every_new_option(options, conv):
+    dense = perturbed(MultiModalGNN(MIXED, hidden=8, heads=2, conv=conv, temporal_window=2, backend="dense",
+                                    **options))
+    for masks in ((None, None), (MIXED_MASK, MIXED_STEPS)):
+        assert_backends_agree(dense, mixed_inputs(), *masks)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse", "pyg"])
+@pytest.mark.parametrize("options", NEW_OPTIONS, ids=str)
+def test_new_options_respect_masks_and_padding(options, backend):
+    gnn = perturbed(MultiModalGNN(MIXED, hidden=8, heads=2, temporal_window=2, backend=backend, **options)).eval()
+    inputs = mixed_inputs()
+    changed = {k: v.clone() for k, v in inputs.items()}
+    for m, name in enumerate(MIXED):  # a masked modality and the padded steps hold anything
+        changed[name][~MIXED_MASK[:, m]] = 1e3
+    changed["a"][~MIXED_STEPS["a"]] = -1e3
+    torch.testing.assert_close(gnn(changed, MIXED_MASK, MIXED_STEPS), gnn(inputs, MIXED_MASK, MIXED_STEPS),
+                               atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("options", NEW_OPTIONS, ids=str)
+def test_new_options_reach_every_parameter_and_are_deterministic(options):
+    torch.manual_seed(0)
+    gnn = MultiModalGNN(MIXED, hidden=8, heads=2, temporal_window=1, **options)
+    gnn(mixed_inputs(), MIXED_MASK, MIXED_STEPS).pow(2).sum().backward()
+    for name, p in gnn.named_parameters():
+        if name.startswith("context.convs.v."):  # "v" is a vector here: no steps to convolve
+            assert p.grad is None
+            continue
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    torch.manual_seed(0)
+    again = MultiModalGNN(MIXED, hidden=8, heads=2, temporal_window=1, **options)
+    for (name, p), q in zip(gnn.named_parameters(), again.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_options_off_add_no_parameters_and_positions_leave_static_modalities_alone():
+    torch.manual_seed(0)
+    off = MultiModalGNN(DIMS, hidden=8, heads=2, readout="attention", positional=None)
+    assert off.positional is None and off.context is None and not off.gate
+    assert not any(k.startswith(("positional", "context")) or ".gate." in k or "readout.project" in k
+                   or "readout.missing" in k for k in off.state_dict())
+    torch.manual_seed(0)
+    default = MultiModalGNN(DIMS, hidden=8, heads=2, readout="attention").eval()  # positional by default
+    assert default.positional_type == "sinusoidal" and MultiModalGNN(DIMS).readout_type == "concat"
+    torch.testing.assert_close(default(make_inputs()), off.eval()(make_inputs()), atol=0, rtol=0)
+
+
+def test_sinusoidal_rows_have_unit_norm_and_relative_time_aligns_streams_of_different_lengths():
+    torch.testing.assert_close(sinusoidal(torch.arange(9), 16).norm(dim=-1), torch.ones(9))
+    assert sinusoidal(torch.arange(3), 7).shape == (3, 7)
+    for kind in ("sinusoidal", "learned"):
+        encoding = TemporalEncoding(kind, 8, time="relative", max_positions=16)
+        short, long = encoding(4, torch.device("cpu")), encoding(8, torch.device("cpu"))
+        torch.testing.assert_close(long[::2], short)  # step t of 4 and step 2t of 8: the same relative time
+        assert not torch.allclose(long[1], long[0])
+        by_step = TemporalEncoding(kind, 8, time="step", max_positions=16)
+        torch.testing.assert_close(by_step(8, torch.device("cpu"))[:4], by_step(4, torch.device("cpu")))
+
+
+def test_learned_positions_refuse_sequences_longer_than_the_table():
+    gnn = MultiModalGNN({"a": 4}, hidden=8, positional="learned", max_positions=5)
+    with pytest.raises(ValueError, match="max_positions=5"):
+        gnn({"a": torch.randn(2, 6, 4)})
+
+
+def test_concat_readout_keeps_modality_identity_and_fills_missing_modalities():
+    gnn = perturbed(MultiModalGNN(MIXED, hidden=8, heads=2, temporal_window=1, readout="concat")).eval()
+    explanation = gnn.explain(mixed_inputs(), MIXED_MASK, MIXED_STEPS)
+    weights = torch.stack(list(explanation["modality_weights"].values()), 1)  # [B, M]
+    # each present modality's nodes share a weight of 1; a missing modality none
+    torch.testing.assert_close(weights, MIXED_MASK.to(weights.dtype))
+    # swapping two modalities' states changes a concat readout (it knows which is which), not a mean readout
+    dims = {"x": 4, "y": 4}
+    x, y = torch.randn(3, 4), torch.randn(3, 4)
+    for readout, differs in (("concat", True), ("mean", False)):
+        model = perturbed(MultiModalGNN(dims, hidden=8, layers=0, readout=readout)).eval()
+        model.input_proj["y"].load_state_dict(model.input_proj["x"].state_dict())
+        swapped = model({"x": y, "y": x})
+        assert (not torch.allclose(swapped, model({"x": x, "y": y}), atol=1e-5)) == differs, readout
+
+
+def test_gate_is_a_multiplicative_interaction_of_receiver_and_message():
+    gnn = perturbed(MultiModalGNN(DIMS, hidden=8, heads=2, layers=1, gate=True)).eval()
+    layer = gnn.layers[0]
+    h, message = torch.randn(3, 4, 8), torch.randn(3, 4, 8)
+    with torch.no_grad():
+        layer.gate.weight.zero_()
+        layer.gate.bias.fill_(-30.0)  # gate shut: the update ignores the messages
+    torch.testing.assert_close(layer.update(h, message, None), layer.update(h, torch.zeros_like(message), None))
+
+
+def make_position_task(n, steps, gen):
+    """One modality with one event (a fixed pattern at a random step); label = the event is in the first half.
+
+    A graph without temporal edges and without positions is blind to the step: at chance."""
+    pattern = torch.randn(4, generator=gen)
+    x = 0.3 * torch.randn(n, steps, 4, generator=gen)
+    t = torch.randint(0, steps, (n,), generator=gen)
+    x[torch.arange(n), t] += pattern
+    return {"a": x}, (t < steps // 2).long()
+
+
+@pytest.mark.parametrize("positional", [None, "sinusoidal", "learned"])
+def test_positional_encodings_make_order_readable(positional):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    inputs, labels = make_position_task(1536, 6, gen)
+    train_x, train_y = {k: v[:1024] for k, v in inputs.items()}, labels[:1024]
+    test_x, test_y = {k: v[1024:] for k, v in inputs.items()}, labels[1024:]
+    gnn = MultiModalGNN({"a": 4}, hidden=16, heads=4, layers=1, temporal_window=0, positional=positional)
+    accuracy = train_and_test(gnn, train_x, train_y, test_x, test_y, steps=160, gen=gen)
+    if positional is None:
+        assert accuracy < 0.65
+    else:
+        assert accuracy >= 0.9
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(positional="rotary"), ValueError, "positional"),
+    (dict(positional="learned", positional_time="absolute"), ValueError, "positional_time"),
+    (dict(max_positions=0), ValueError, "max_positions"),
+    (dict(context="lstm"), ValueError, "context"),
+    (dict(gate="yes"), TypeError, "gate"),
+])
+def test_bad_new_options_raise(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        MultiModalGNN(DIMS, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_int8_quantisation_and_export_with_every_new_option(backend):
+    options = NEW_OPTIONS[-1]
+    gnn = perturbed(MultiModalGNN(MIXED, hidden=16, heads=2, temporal_window=1, backend=backend, **options)).eval()
+    inputs = mixed_inputs()
+    quantised = torch.ao.quantization.quantize_dynamic(gnn, {nn.Linear}, dtype=torch.qint8)
+    assert isinstance(quantised.layers[0].gate, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(quantised.readout.project, torch.ao.nn.quantized.dynamic.Linear)
+    out, expected = quantised(inputs, MIXED_MASK), gnn(inputs, MIXED_MASK)
+    assert not torch.equal(out, expected)
+    torch.testing.assert_close(out, expected, atol=0.15, rtol=0)
+
+
+@pytest.mark.dynamo
+def test_torch_export_with_every_new_option_matches_eager():
+    gnn = perturbed(MultiModalGNN(MIXED, hidden=8, heads=2, temporal_window=1, **NEW_OPTIONS[-1])).eval()
+    inputs = mixed_inputs()
+    expected = gnn(inputs, MIXED_MASK, MIXED_STEPS)  # one eager forward builds the layout of these lengths
+    exported = torch.export.export(gnn, (inputs, MIXED_MASK, MIXED_STEPS))
+    torch.testing.assert_close(exported.module()(inputs, MIXED_MASK, MIXED_STEPS), expected, atol=1e-6, rtol=0)
+
+
+def test_new_options_survive_save_and_load(tmp_path):
+    from mmgraph.models import FusionModel
+
+    encoders = {"a": {"name": "mlp", "in_dim": 3}, "b": {"name": "mlp", "in_dim": 5}}
+    options = {"positional": "learned", "positional_time": "relative", "max_positions": 16, "context": "conv",
+               "readout": "concat", "gate": True}
+    model = perturbed(FusionModel(encoders, "gnn", {"label": 2}, dim=8,
+                                  fusion_kwargs={"heads": 2, "temporal_window": 1, **options})).eval()
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"a": torch.randn(4, 9, 3, generator=gen), "b": torch.randn(4, 5, 5, generator=gen)}
+    loaded = FusionModel.load(model.save(tmp_path / "m.pt"))
+    assert {k: loaded.config()["fusion_kwargs"][k] for k in options} == options
+    torch.testing.assert_close(loaded(inputs)["label"], model(inputs)["label"], atol=0, rtol=0)
+
+
+def test_a_format_1_model_file_loads_with_the_gnn_defaults_it_was_written_with(tmp_path):
+    # a file written before issue 21 (format 1) recorded only the GNN settings its user gave; the defaults it used
+    # then (attention readout, no positions) must come back, whatever today's defaults are
+    from mmgraph.fusion.graph import FORMAT_1_GNN_DEFAULTS
+    from mmgraph.io import save_file
+    from mmgraph.models import MODEL_FORMAT, FusionModel
+
+    encoders = {"a": {"name": "mlp", "in_dim": 3}, "b": {"name": "mlp", "in_dim": 5}}
+    given = {"heads": 2, "temporal_window": 1}
+    old = perturbed(FusionModel(encoders, "gnn", {"label": 2}, dim=8,
+                                fusion_kwargs={**given, **FORMAT_1_GNN_DEFAULTS})).eval()
+    payload = {"format": 1, "config": {**old.config(), "fusion_kwargs": given},
+               "state_dict": old.state_dict(), "versions": {"mmgraph": "0.1.0", "torch": str(torch.__version__)}}
+    path = save_file(tmp_path / "old.pt", payload, kind="model")
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"a": torch.randn(4, 9, 3, generator=gen), "b": torch.randn(4, 9, 5, generator=gen)}
+    loaded = FusionModel.load(path)
+    assert loaded.fusion.gnn.readout_type == "attention" and loaded.fusion.gnn.positional is None
+    torch.testing.assert_close(loaded(inputs)["label"], old(inputs)["label"], atol=0, rtol=0)
+    # today's defaults differ from those (else there is nothing to keep), and a new file keeps today's
+    new = FusionModel(encoders, "gnn", {"label": 2}, dim=8, fusion_kwargs=given).eval()
+    assert (new.fusion.gnn.readout_type, new.fusion.gnn.positional_type) != ("attention", None)
+    reloaded = FusionModel.load(new.save(tmp_path / "new.pt"))
+    assert MODEL_FORMAT == 2 and reloaded.fusion.gnn.readout_type == new.fusion.gnn.readout_type
+    torch.testing.assert_close(reloaded(inputs)["label"], new(inputs)["label"], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse", "pyg"])
+def test_concat_attention_readout_explains_with_the_all_node_attention(backend):
+    gnn = perturbed(MultiModalGNN(MIXED, hidden=8, heads=2, temporal_window=1, backend=backend,
+                                  readout="concat_attention"))
+    explanation = gnn.explain(mixed_inputs(), MIXED_MASK, MIXED_STEPS)
+    weights = torch.stack(list(explanation["modality_weights"].values()), 1)  # [B, M]
+    torch.testing.assert_close(weights.sum(1), torch.ones(5))
+    assert (weights[~MIXED_MASK] == 0).all()

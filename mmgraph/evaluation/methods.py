@@ -1,9 +1,9 @@
 """The comparison's method registry: a method name means one model everywhere (fusion + its kwargs + encoders).
 
 * a registered fusion name (``concat``, ``late``, ``tfn``, ...): that fusion with its defaults;
-* ``gnn``: :class:`~mmgraph.gnn.MultiModalGNN`, GAT with 4 heads, 2 layers, attention readout; on data with
-  sequence modalities also temporal edges between steps up to 2 apart (elsewhere none: they would only add unused
-  relation weights);
+* ``gnn``: :class:`~mmgraph.gnn.MultiModalGNN`, GAT with 4 heads, 2 layers, concat readout, sinusoidal positions
+  (issue 21: docs/design.md); on data with sequence modalities also temporal edges between steps up to 2 apart
+  (elsewhere none: they would only add unused relation weights);
 * ``gnn-no-temporal``: the same GNN without temporal edges (the control on sequence data);
 * ``gnn-temporal`` / ``gnn-frames-no-temporal`` (image + spectrogram data): the spectrogram as
   :data:`AUDIO_FRAMES` frames (the image repeated at every frame) into the GNN with / without temporal edges;
@@ -21,7 +21,7 @@ from mmgraph.fusion import available_fusions
 __all__ = ["AUDIO_FRAMES", "FRAME_METHODS", "GNN_KWARGS", "SEQUENCE_METHODS", "Method", "available_methods",
            "default_methods", "is_audio_visual", "has_sequences", "resolve_method"]
 
-GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "attention"}
+GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "concat", "positional": "sinusoidal"}
 TEMPORAL_WINDOW = 2
 AUDIO_FRAMES = 14  # the frame methods see the 112 spectrogram columns pooled into 14 frames of 8
 FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal")

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 
 from mmgraph.fusion.base import FusionBase, register_fusion
+
+# MultiModalGNN's defaults before issue 21, for the settings whose default it changed: a model file of format 1
+# (mmgraph.models.MODEL_FORMAT; format 1 = mmgraph 0.1.0) that left them unset was written by a model that used these.
+FORMAT_1_GNN_DEFAULTS: dict[str, Any] = {"readout": "attention", "positional": None}
+
+
+def format_1_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A format-1 :class:`~mmgraph.model.FusionModel` config with the GNN settings it left unset made explicit
+    (:data:`FORMAT_1_GNN_DEFAULTS`), so that it is rebuilt as it was saved; other fusions are returned as they are."""
+    config = dict(config)
+    if config.get("fusion") == "gnn":
+        config["fusion_kwargs"] = {**FORMAT_1_GNN_DEFAULTS, **dict(config.get("fusion_kwargs") or {})}
+    return config
 
 
 @register_fusion("gnn")

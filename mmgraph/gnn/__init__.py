@@ -2,6 +2,9 @@
 
 * :mod:`~mmgraph.gnn.model`: :class:`MultiModalGNN` (validate -> project -> layers -> readout) and
   :func:`explanation_to_networkx`;
+* :mod:`~mmgraph.gnn.position`: where temporal nodes are, before the graph: positional encodings
+  (:class:`~mmgraph.gnn.position.TemporalEncoding`) and per-modality temporal convolutions
+  (:class:`~mmgraph.gnn.position.TemporalContext`);
 * :mod:`~mmgraph.gnn.layer`: :class:`HeteroGNNLayer`, one layer's parameters (PyG convolutions) and node update;
 * the three message-passing paths, same parameters, same meaning, plain PyTorch autograd:
   :mod:`~mmgraph.gnn.dense` (all node pairs), :mod:`~mmgraph.gnn.sparse` (padded neighbour lists),

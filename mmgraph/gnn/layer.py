@@ -5,7 +5,11 @@ A layer updates node ``i`` of type ``τ(i)`` as
 .. math::
 
     m_i = \\sum_{r \\in \\mathcal{R}} \\mathrm{conv}_r(H, E_r)_i + b_{τ(i)}, \\qquad
-    h_i' = \\mathrm{LN}_{τ(i)}\\big(h_i + \\mathrm{dropout}(\\mathrm{ReLU}(m_i))\\big).
+    h_i' = \\mathrm{LN}_{τ(i)}\\big(h_i + \\mathrm{dropout}(\\mathrm{ReLU}(g_i \\odot m_i))\\big),
+
+with ``g_i = 1`` or, with ``gate=True``, ``g_i = σ(W_g [h_i \\| m_i] + c_g)``: a multiplicative interaction
+between the receiver and what it hears (what TFN and MFB do with outer and element-wise products, and additive
+attention alone cannot).
 
 The parameters are PyG's own convolutions inside a ``HeteroConv`` (so the ``pyg`` path runs them as they are and
 every path has the same ``state_dict``); the messages ``Σ_r conv_r`` are computed by one of three paths
@@ -61,10 +65,11 @@ class HeteroGNNLayer(nn.Module):
         conv: ``"gcn" | "gat" | "gatv2" | "sage"``.
         heads: attention heads (GAT/GATv2), ``H % heads == 0``.
         dropout: dropout on the layer's update.
+        gate: gate the messages by the receiver, ``σ(W_g [h_i || m_i]) ⊙ m_i`` (a ``Linear(2H, H)``).
     """
 
     def __init__(self, relation_types: tuple[str, ...], num_types: int, hidden: int, conv: str, heads: int,
-                 dropout: float) -> None:
+                 dropout: float, gate: bool = False) -> None:
         super().__init__()
         self.relation_types, self.kind, self.hidden, self.dropout = relation_types, conv, hidden, dropout
         self.heads = heads if conv in ("gat", "gatv2") else 1
@@ -73,6 +78,7 @@ class HeteroGNNLayer(nn.Module):
         self.type_bias = nn.Parameter(torch.empty(num_types, hidden))
         self.norm_weight = nn.Parameter(torch.empty(num_types, hidden))
         self.norm_bias = nn.Parameter(torch.empty(num_types, hidden))
+        self.gate = nn.Linear(2 * hidden, hidden) if gate else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -81,13 +87,16 @@ class HeteroGNNLayer(nn.Module):
         nn.init.zeros_(self.type_bias)
         nn.init.ones_(self.norm_weight)
         nn.init.zeros_(self.norm_bias)
+        if self.gate is not None:
+            self.gate.reset_parameters()
 
     def convs(self) -> list[nn.Module]:
         """The ``R`` PyG convolutions, in relation-type order."""
         return [self.conv.convs[(NODE, rel, NODE)] for rel in self.relation_types]
 
     def extra_repr(self) -> str:
-        return f"{self.kind}, hidden={self.hidden}, heads={self.heads}, relations={list(self.relation_types)}"
+        return (f"{self.kind}, hidden={self.hidden}, heads={self.heads}, relations={list(self.relation_types)}"
+                + (", gate=True" if self.gate is not None else ""))
 
     @property
     def negative_slope(self) -> float:
@@ -95,7 +104,8 @@ class HeteroGNNLayer(nn.Module):
         return self.convs()[0].negative_slope
 
     def update(self, h: Tensor, message: Tensor, node_type: Tensor | None) -> Tensor:
-        """``LN_τ(h + dropout(ReLU(message + b_τ)))``.
+        """``LN_τ(h + dropout(ReLU(g ⊙ (message + b_τ))))``, ``g = σ(W_g [h || message + b_τ])`` with ``gate``
+        (else 1).
 
         Args:
             h, message: node-major ``[N, B, H]`` (dense and sparse paths) or flattened ``[B * N, H]`` (pyg path).
@@ -105,7 +115,10 @@ class HeteroGNNLayer(nn.Module):
         node_major = h.dim() == 3
         bias, scale, shift = (self._rows(p, node_type, node_major) for p in (self.type_bias, self.norm_weight,
                                                                              self.norm_bias))
-        active = torch.relu(message + bias)
+        message = message + bias
+        if self.gate is not None:  # a module call (int8 quantisation can swap it)
+            message = torch.sigmoid(self.gate(torch.cat([h, message.expand_as(h)], dim=-1))) * message
+        active = torch.relu(message)
         if self.training and self.dropout > 0:
             # the mask is drawn sample-major ([B, N, H]) in both layouts: every path draws it from the same seed
             shape = (active.shape[1], active.shape[0], active.shape[2]) if node_major else active.shape

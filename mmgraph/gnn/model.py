@@ -5,7 +5,9 @@ different lengths, and vectors and sequences mix). A forward pass, top to bottom
 
 1. validate the inputs (:mod:`~mmgraph.gnn.validation`) and lay the sample graph out (a cached
    :class:`~mmgraph.graph.GraphLayout`, shared by the batch);
-2. project each modality with its own ``nn.Linear`` into node-major states ``h: [N, B, H]``;
+2. project each modality with its own ``nn.Linear`` into node-major states ``h: [N, B, H]``; optionally add
+   positional encodings to sequence modalities' steps and run a per-modality temporal convolution over them
+   (:mod:`~mmgraph.gnn.position`);
 3. run the layers (:class:`~mmgraph.gnn.layer.HeteroGNNLayer`), each one's messages by one of three paths with the
    same parameters and the same meaning: :mod:`~mmgraph.gnn.dense` (all pairs, fast on small graphs),
    :mod:`~mmgraph.gnn.sparse` (padded neighbour lists, fast on long sequences) or :mod:`~mmgraph.gnn.pyg` (PyG's
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 
 from mmgraph.gnn.dense import dense_messages, prune_adjacency
 from mmgraph.gnn.layer import HeteroGNNLayer
+from mmgraph.gnn.position import POSITION_TIMES, POSITIONALS, TemporalContext, TemporalEncoding
 from mmgraph.gnn.pyg import pyg_messages
 from mmgraph.gnn.readout import GraphReadout
 from mmgraph.gnn.sparse import dense_coefficients, neighbour_lists, prune_lists, sparse_messages
@@ -35,7 +38,8 @@ from mmgraph.gnn.validation import (check_choice, check_inputs, check_mask, chec
 from mmgraph.graph import GraphLayout, ModalityGraph, Relation
 
 CONVS = ("gcn", "gat", "gatv2", "sage")
-READOUTS = ("mean", "max", "sum", "attention")
+READOUTS = ("mean", "max", "sum", "attention", "concat", "concat_attention")
+CONTEXTS = ("conv",)
 BACKENDS = ("auto", "dense", "sparse", "pyg")
 # backend="auto" takes the sparse path when N >= SPARSE_CROSSOVER * K (N nodes, K the neighbour-list slots per node
 # and relation, padding included: GraphLayout.mean_width).
@@ -56,7 +60,12 @@ class MultiModalGNN(nn.Module):
         relations: ``"complete"``, ``"star"``, ``"star:<centre>"``, ``"chain"``, a list of ``(src, relation, dst)``
             triples, a :class:`networkx.DiGraph`, or a :class:`~mmgraph.graph.ModalityGraph`. See
             :class:`~mmgraph.graph.ModalityGraph`.
-        readout: ``"mean" | "max" | "sum" | "attention"``.
+        readout: ``"mean" | "max" | "sum" | "attention" | "concat" | "concat_attention"``. ``concat``:
+            per-modality attention pooling, concatenated in modality order with a learned vector for a missing
+            modality, then projected to ``H`` (the readout keeps modality identity; the default);
+            ``concat_attention`` adds the ``attention`` readout of all nodes as one more slot. See
+            :class:`~mmgraph.gnn.readout.GraphReadout`; the defaults were chosen on validation splits
+            (docs/design.md, "Issue 21").
         dropout: dropout on each layer's update.
         backend: the message-passing path, same parameters and same output on each: ``"dense"`` (all node pairs,
             fastest on small graphs), ``"sparse"`` (padded neighbour lists, fastest on long sequences), ``"pyg"``
@@ -70,6 +79,16 @@ class MultiModalGNN(nn.Module):
             each relation with the highest attention (mean over heads), per sample, and the following layers pass
             messages over those only. Dense and sparse paths prune alike; the ``pyg`` path does not prune (it raises
             a ``ValueError``).
+        positional: ``"sinusoidal"`` (the default), ``"learned"`` or ``None`` (nodes know no position):
+            positional encodings added to each sequence modality's projected steps
+            (:class:`~mmgraph.gnn.position.TemporalEncoding`); static modalities get none.
+        positional_time: what the encoding measures: ``"step"`` (the step index ``t``) or ``"relative"`` (``t /
+            T_m``: streams of different lengths get matching encodings at aligned positions).
+        max_positions: rows of the learned table / the scale of relative times.
+        context: ``None`` or ``"conv"``: a residual temporal ``Conv1d`` (kernel 3) per sequence modality before
+            the graph (:class:`~mmgraph.gnn.position.TemporalContext`), as MulT and MTAG put there.
+        gate: multiplicative messages: each layer gates what a node hears by what it is, ``σ(W_g [h_i || m_i]) ⊙
+            m_i`` (see :class:`~mmgraph.gnn.layer.HeteroGNNLayer`).
         validate: ``"full"`` checks values too (NaN/Inf, samples with nothing present), which costs a device sync;
             ``"shapes"`` checks only shapes/dtypes/keys; ``"auto"`` = full on CPU, shapes on CUDA.
 
@@ -92,11 +111,16 @@ class MultiModalGNN(nn.Module):
         conv: str = "gat",
         heads: int = 4,
         relations: str | list[Relation] | nx.DiGraph | ModalityGraph = "complete",
-        readout: str = "attention",
+        readout: str = "concat",
         dropout: float = 0.0,
         backend: str = "auto",
         temporal_window: int = 0,
         edge_pruning: float = 0.0,
+        positional: str | None = "sinusoidal",
+        positional_time: str = "step",
+        max_positions: int = 512,
+        context: str | None = None,
+        gate: bool = False,
         validate: Literal["auto", "full", "shapes"] = "auto",
     ) -> None:
         super().__init__()
@@ -110,8 +134,13 @@ class MultiModalGNN(nn.Module):
         check_choice("readout", readout, READOUTS)
         check_choice("backend", backend, BACKENDS)
         check_choice("validate", validate, ("auto", "full", "shapes"))
+        check_choice("positional", positional, (None, *POSITIONALS))
+        check_choice("positional_time", positional_time, POSITION_TIMES)
+        check_choice("context", context, (None, *CONTEXTS))
+        if not isinstance(gate, bool):
+            raise TypeError(f"gate: expected a bool, got {type(gate).__name__} {gate!r}")
         for arg, value, low in (("hidden", hidden, 1), ("layers", layers, 0), ("heads", heads, 1),
-                                ("temporal_window", temporal_window, 0)):
+                                ("temporal_window", temporal_window, 0), ("max_positions", max_positions, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{arg}: expected an int >= {low}, got {value!r}")
         if conv in ("gat", "gatv2") and hidden % heads:
@@ -139,13 +168,18 @@ class MultiModalGNN(nn.Module):
         self.readout_type, self.dropout, self.backend = readout, dropout, backend
         self.temporal_window, self.validate = temporal_window, validate
         self.edge_pruning = float(edge_pruning)
+        self.positional_type, self.context_type, self.gate = positional, context, gate
         self.relation_types = self.graph.all_relation_types(temporal_window)
         self.graph.layout(temporal_window=temporal_window)  # built now, so that torch.export finds it (vectors)
 
         self.input_proj = nn.ModuleDict({name: nn.Linear(dim, hidden) for name, dim in self.modalities.items()})
+        self.positional = (None if positional is None
+                           else TemporalEncoding(positional, hidden, positional_time, max_positions))
+        self.context = None if context is None else TemporalContext(names, hidden)
         self.layers = nn.ModuleList(
-            HeteroGNNLayer(self.relation_types, len(names), hidden, conv, heads, dropout) for _ in range(layers))
-        self.readout = GraphReadout(readout, hidden)
+            HeteroGNNLayer(self.relation_types, len(names), hidden, conv, heads, dropout, gate)
+            for _ in range(layers))
+        self.readout = GraphReadout(readout, hidden, len(names))
 
     @property
     def out_dim(self) -> int:
@@ -155,6 +189,9 @@ class MultiModalGNN(nn.Module):
     def reset_parameters(self) -> None:
         for proj in self.input_proj.values():
             proj.reset_parameters()
+        for module in (self.positional, self.context):
+            if module is not None:
+                module.reset_parameters()
         for layer in self.layers:
             layer.reset_parameters()
         self.readout.reset_parameters()
@@ -162,7 +199,9 @@ class MultiModalGNN(nn.Module):
     def extra_repr(self) -> str:
         return (f"modalities={self.modalities}, conv={self.conv_type!r}, layers={self.num_layers}, "
                 f"readout={self.readout_type!r}, backend={self.backend!r}, relations={list(self.relation_types)}"
-                + (f", edge_pruning={self.edge_pruning}" if self.edge_pruning else ""))
+                + (f", edge_pruning={self.edge_pruning}" if self.edge_pruning else "")
+                + (f", context={self.context_type!r}" if self.context_type else "")
+                + (", gate=True" if self.gate else ""))
 
     # ------------------------------------------------------------------ public entry points
     def forward(self, inputs: Mapping[str, Tensor] | Tensor, mask: Tensor | Mapping[str, Tensor] | None = None,
@@ -203,7 +242,8 @@ class MultiModalGNN(nn.Module):
             ``edges``: one ``Tensor[B, R, N, N, K]`` per layer, ``[b, r, i, j, k]`` = weight of the message
             ``j -> i`` under relation ``r`` (head ``k``): attention for GAT/GATv2, normalised aggregation weights
             for GCN/SAGE; 0 where there is no edge,
-            ``readout``: ``Tensor[B, N]`` node weights in the readout, and
+            ``readout``: ``Tensor[B, N]`` node weights in the readout (``concat_attention``: those of its all-node
+            attention slot; ``concat``: within each modality, so each present modality's sum to 1), and
             ``modality_weights``: ``{modality: Tensor[B]}`` readout weight summed over each modality's nodes.
 
         The dense and sparse paths explain themselves; the pyg path is explained by the dense or sparse path that
@@ -270,7 +310,7 @@ class MultiModalGNN(nn.Module):
                     adjacency, complete = prune_adjacency(adjacency, coeff, self.edge_pruning), False
                 else:
                     lists = prune_lists(lists, coeff, self.edge_pruning)
-        fused, weights = self.readout.node_major(h, node_mask)
+        fused, weights = self.readout.node_major(h, node_mask, layout.node_type)
         return fused, edges, weights
 
     def _pyg(self, h: Tensor, node_mask: Tensor | None, layout: GraphLayout) -> Tensor:
@@ -284,7 +324,7 @@ class MultiModalGNN(nn.Module):
         x = h.transpose(0, 1).reshape(batch * num_nodes, hidden)  # node b * N + n, as PyG's Batch lays it out
         for layer in self.layers:
             x = layer.update(x, pyg_messages(layer, x, edge_index, is_dst), node_type) * keep
-        return self.readout.pyg(x, node_mask)
+        return self.readout.pyg(x, node_mask, layout.node_type)
 
     def _embed(self, inputs, mask, step_mask) -> tuple[Tensor, Tensor | None, GraphLayout]:
         """Validate, project each modality to ``H`` and lay the nodes out: node-major ``h [N, B, H]``,
@@ -308,11 +348,18 @@ class MultiModalGNN(nn.Module):
         # one call of each modality's nn.Linear (a module call, so that int8 dynamic quantisation can swap it)
         projected = []
         for (name, x), first in zip(inputs.items(), layout.offsets()):
-            x = x if x.dim() == 3 else x.unsqueeze(1)  # [B, T_m, d_m]
+            sequence = x.dim() == 3
+            x = x if sequence else x.unsqueeze(1)  # [B, T_m, d_m]
+            present = None
             if node_mask is not None:
                 present = node_mask[:, first:first + x.shape[1]].unsqueeze(-1)  # [B, T_m, 1]
                 x = torch.where(present, x, torch.zeros_like(x))
-            projected.append(self.input_proj[name](x).transpose(0, 1))  # [T_m, B, H]
+            h = self.input_proj[name](x)  # [B, T_m, H]
+            if sequence and self.positional is not None:
+                h = h + self.positional(x.shape[1], x.device).to(h.dtype)
+            if sequence and self.context is not None:
+                h = self.context(name, h, present)
+            projected.append(h.transpose(0, 1))  # [T_m, B, H]
         return torch.cat(projected, dim=0), node_mask, layout
 
     def _as_dict(self, inputs) -> dict[str, Tensor]:

@@ -88,6 +88,9 @@ def load_model(cls: type[FusionModel], path: str | os.PathLike, map_location: st
             raise CorruptFileError(f"{path}: model file format {version!r} without a config and state_dict")
         config, tensors, int8_layers = dict(payload["config"]), payload["state_dict"], []
         versions = dict(payload.get("versions", {}))
+        from mmgraph.fusion.graph import format_1_config  # the GNN defaults of format 1 (changed by issue 21)
+
+        config = format_1_config(config)
     else:
         config, tensors, int8_layers, versions = _read_safetensors(path)
     model = _build(cls, path, config, versions)

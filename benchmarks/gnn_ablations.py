@@ -1,0 +1,86 @@
+"""Validation accuracy of MultiModalGNN variants under compare_fusion.py's budget: ablations chosen on validation only.
+
+    python benchmarks/gnn_ablations.py --dataset synthetic-temporal --seeds 0 1 2 \\
+        --variant base '{}' --variant sin '{"positional": "sinusoidal"}' [--full] [--init-offsets 0 100]
+
+Each variant is the comparison's ``gnn`` for the data set (:func:`mmgraph.evaluation.methods.resolve_method`: its
+GNN_KWARGS, plus ``temporal_window=2`` on sequence data) updated with the variant's JSON kwargs;
+``{"method": "concat"}`` runs another of the comparison's methods instead, as a reference. Per split seed ``s`` (the
+data set's own split and, for the synthetic sets, its data seed) and init seed ``s + offset``, the model is trained
+with the comparison's ``train_once`` (same encoders, budget, standardisation, early stopping on the validation
+part) and the best validation accuracy is recorded. The test part of the split is never evaluated. ``--full`` uses
+the ``full`` protocol's budget (100 epochs, patience 15; image + audio 40, 8), else the quick one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, full: bool) -> float:
+    """Best validation accuracy (%, mean over the seed's splits) of the GNN with ``kwargs`` on ``dataset``."""
+    import dataclasses
+
+    import torch
+
+    from mmgraph.data import standardize
+    from mmgraph.data.registry import load_dataset_with_split
+    from mmgraph.evaluation.methods import has_sequences, is_audio_visual, resolve_method
+    from mmgraph.evaluation.protocol import make_protocol, splits
+    from mmgraph.evaluation.runner import train_once
+
+    protocol = make_protocol("full" if full else "quick")
+    data, published = load_dataset_with_split(dataset, seed=seed, samples=None, data_dir=None)
+    kwargs = dict(kwargs)
+    # a reference: another of the comparison's methods, as it runs it
+    method = resolve_method(kwargs.pop("method", "gnn"), has_sequences(data))
+    method = dataclasses.replace(method, fusion_kwargs={**method.fusion_kwargs, **kwargs})
+    budget = protocol.budget
+    if is_audio_visual(data):  # CNN encoders and their (epochs, patience), as the comparison
+        budget = dataclasses.replace(budget, epochs=budget.image_audio[0], patience=budget.image_audio[1])
+    scores = []
+    folds = protocol.preset(dataset).folds
+    for train_idx, val_idx, _ in splits(data, seed, folds, published):  # the test indices are not touched
+        train, val = standardize(data.subset(train_idx), data.subset(val_idx))
+        _, info = train_once(train, val, method, budget, {}, init_seed, torch.device("cpu"), 0.0)
+        scores.append(100.0 * info["best_val"])
+    return statistics.fmean(scores)
+
+
+def main(argv=None) -> dict:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="synthetic-temporal")
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True,
+                        help="a name and the MultiModalGNN kwargs (JSON) that update the benchmark's GNN")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--init-offsets", nargs="+", type=int, default=[0])
+    parser.add_argument("--full", action="store_true", help="compare_fusion.py --full's budget")
+    parser.add_argument("--out", type=Path, default=None, help="append the results as JSON lines to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    results = {}
+    for name, spec in args.variant:
+        kwargs = json.loads(spec)
+        start = time.perf_counter()
+        scores = [validation_accuracy(args.dataset, kwargs, s, s + o, args.full)
+                  for s in args.seeds for o in args.init_offsets]
+        results[name] = {"kwargs": kwargs, "val_accuracy": scores, "mean": statistics.fmean(scores),
+                         "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                         "seconds": time.perf_counter() - start}
+        print(f"{args.dataset} {name:>24}: val {results[name]['mean']:6.2f} ± {results[name]['std']:5.2f} "
+              f"({' '.join(f'{s:.2f}' for s in scores)}) {results[name]['seconds']:.0f}s {kwargs}", flush=True)
+        if args.out is not None:
+            with args.out.open("a") as f:
+                f.write(json.dumps({"dataset": args.dataset, "name": name, "seeds": args.seeds,
+                                    "init_offsets": args.init_offsets, "full": args.full, **results[name]}) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
