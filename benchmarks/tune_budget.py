@@ -2,12 +2,13 @@
 
     python benchmarks/tune_budget.py [--methods concat gnn mfb] [--seeds 0 1 2 3 4] [--jobs 2]
 
-For each candidate budget (encoder dropout, weight decay; label smoothing 0.1 and encoder width 256 fixed, as in
-``mmgraph.evaluation.Budget``), trains the given methods on the handwritten splits of compare_fusion.py (the same seeds)
-and reports the mean dev accuracy. The dev split is a stratified 20 % of each split's *training* part; the model
-trains on the other 80 % and early-stops on dev. Neither the split's validation part nor its test part is used, so
-the budget is chosen without looking at what compare_fusion.py selects on or reports. The budget with the best mean
-over methods and seeds is the one compare_fusion.py uses for every method alike.
+For each candidate budget (encoder dropout, weight decay; every other setting from ``mmgraph.evaluation.Budget`` and
+``mmgraph.training.TrainConfig``: label smoothing 0.1, encoder width 256, 100 epochs, patience 15), trains the given
+methods on the handwritten splits of compare_fusion.py (the same seeds) and reports the mean dev accuracy. The dev split
+is a stratified 20 % of each split's *training* part; the model trains on the other 80 % and early-stops on dev. Neither
+the split's validation part nor its test part is used, so the budget is chosen without looking at what compare_fusion.py
+selects on or reports. The budget with the best mean over methods and seeds is the one compare_fusion.py uses for every
+method alike.
 """
 
 from __future__ import annotations
@@ -16,27 +17,28 @@ import argparse
 import itertools
 import statistics
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 
 CANDIDATES = [
     {"encoder_dropout": dropout, "weight_decay": decay} for dropout in (0.0, 0.2, 0.4) for decay in (1e-4, 1e-3)]
 
 
-def dev_score(candidate: dict, method: str, seed: int, epochs: int) -> float:
+def dev_score(candidate: dict, method: str, seed: int, epochs: int | None) -> float:
     import torch
 
     from mmgraph.data import load_dataset, standardize, stratified_split
     from mmgraph.evaluation.methods import resolve_method
     from mmgraph.evaluation.protocol import Budget, splits
     from mmgraph.evaluation.runner import train_once
+    from mmgraph.training import TrainConfig
 
     torch.set_num_threads(1)
     data = load_dataset("handwritten")
     train_idx, _, _ = splits(data, seed)[0]  # the validation and test indices are not used
     inner, dev, _ = stratified_split(data.labels()[train_idx], test_size=0.0, val_size=0.2, seed=seed)
     train, dev = standardize(data.subset(train_idx[inner]), data.subset(train_idx[dev]))
-    budget = replace(Budget(epochs=epochs, patience=15), **candidate)
-    _, info = train_once(train, dev, resolve_method(method), budget, {}, seed, torch.device("cpu"), 0.0)
+    train_config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    budget = Budget(train_config)  # the candidate overrides weight_decay and encoder_dropout
+    _, info = train_once(train, dev, resolve_method(method), budget, candidate, seed, torch.device("cpu"), 0.0)
     return info["best_val"]
 
 
@@ -44,7 +46,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["concat", "gnn", "mfb"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=None, help="default: TrainConfig's")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     grid = list(itertools.product(range(len(CANDIDATES)), args.methods, args.seeds))

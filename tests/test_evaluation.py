@@ -9,6 +9,7 @@ import math
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ import pytest
 import torch
 
 from mmgraph import MultiModalDataset, compare
-from mmgraph.data import available_datasets, load_dataset, register_dataset
-from mmgraph.evaluation.protocol import splits
+from mmgraph.data import available_datasets, drop_modalities, load_dataset, register_dataset
+from mmgraph.evaluation import robustness, runner
+from mmgraph.evaluation.methods import resolve_method
+from mmgraph.evaluation.protocol import Budget, make_protocol, splits
 from mmgraph.evaluation.report import to_json
-from mmgraph.evaluation.robustness import drop_fraction, keep_one_present
+from mmgraph.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,16 +55,34 @@ def _strict_json(text: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- missing modalities
-def test_keep_one_present_never_leaves_a_sample_without_a_modality():
-    present = torch.tensor([[True, False, False], [False, True, True], [True, True, True]])
-    drop_all_but_first = torch.tensor([[False, True, True]] * 3)
-    kept = keep_one_present(drop_all_but_first, present, seed=0)
-    assert kept.any(1).all() and not (kept & ~present).any()
-    assert kept[0].tolist() == [True, False, False]  # its only modality comes back
-    assert kept[1].sum() == 2 and kept[2].tolist() == [False, True, True]  # untouched where something is left
-    # on fully present data the drop masks are unchanged (the published figures stay the same)
-    mask = drop_fraction(50, 3, 0.6, seed=1)
-    assert torch.equal(keep_one_present(mask, torch.ones(50, 3, dtype=torch.bool), seed=0), mask)
+def test_robustness_masks_come_from_drop_modalities_and_never_empty_a_sample(tmp_path, monkeypatch):
+    _write_mosi_with_missing_streams(tmp_path / "mosi_raw.pkl")
+    data = load_dataset("mosi", data_dir=tmp_path)
+    assert (data.mask.sum(1) == 1).sum() >= 10 and (data.mask.sum(1) == 3).sum() >= 5
+    calls = []
+
+    def spy(present, rate, exact=False, generator=None):
+        calls.append((rate, exact))
+        return drop_modalities(present, rate, exact, generator)
+
+    monkeypatch.setattr(robustness, "drop_modalities", spy)
+    scored = []
+
+    def score(part: MultiModalDataset) -> float:  # the "score" of a mask: its position among the scored ones
+        scored.append(part.mask)
+        return float(len(scored))
+
+    rates = (0.0, 0.4, 0.6, 1.0)
+    exact, bernoulli = robustness.drop_curves(data, rates, seed=2, score=score)
+    assert sorted(calls) == sorted((rate, flag) for rate in rates for flag in (True, False))
+    assert scored and all(mask.any(1).all() and not (mask & ~data.mask).any() for mask in scored)
+    for rate in rates:  # the curves score exactly drop_modalities' masks, seeded with 1000 + seed
+        for curve, flag in ((exact, True), (bernoulli, False)):
+            mask = drop_modalities(data.mask, rate, flag, torch.Generator().manual_seed(1002))
+            assert curve[str(rate)] == next(i + 1 for i, m in enumerate(scored) if torch.equal(m, mask))
+    assert exact["0.0"] == bernoulli["0.0"] == 1.0  # p = 0 scores the data as they are, once
+    full = torch.ones(40, 6, dtype=torch.bool)  # fully present data: the published rule, round(p * M) per sample
+    assert (drop_modalities(full, 0.4, True, torch.Generator().manual_seed(0)).sum(1) == 4).all()
 
 
 def _write_mosi_with_missing_streams(path: Path) -> None:
@@ -92,6 +113,32 @@ def test_mosi_layout_with_missing_streams_runs_through_the_robustness_sweeps(tmp
     assert set(run["robustness"]) == {"0.0", "0.2", "0.4", "0.5", "0.6", "0.8"}
     assert {"acc2", "acc7", "f1", "mae", "corr"} <= set(run["test"]["sentiment"])  # the task named sentiment
     assert "| method | Acc-2 | Acc-7 | F1 | MAE | Corr |" in result.to_markdown()
+
+
+# ---------------------------------------------------------------------------------------------- training settings
+def test_the_comparison_trains_with_budget_train_a_trainconfig_passed_to_fit(monkeypatch):
+    assert isinstance(Budget().train, TrainConfig)
+    defaults = TrainConfig()
+    for name, epochs, patience in (("quick", 25, 6), ("full", 100, 15)):  # the protocol sets epochs, patience only
+        assert make_protocol(name).budget.train == TrainConfig(epochs=epochs, patience=patience)
+        assert make_protocol(name).budget.train.weight_decay == defaults.weight_decay
+    seen = []
+    real_fit = runner.fit
+
+    def spy(model, train, val=None, **kwargs):
+        seen.append(kwargs)
+        return real_fit(model, train, val, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", spy)
+    data = _classification_dataset(n=40)
+    train_config = TrainConfig(epochs=1, patience=None, lr=3e-4, batch_size=16, label_smoothing=0.0,
+                               optimizer="adamw")
+    _, info = runner.train_once(data, data, resolve_method("concat"), Budget(train_config), {"weight_decay": 0.0},
+                                seed=7, device=torch.device("cpu"), modality_dropout=0.0)
+    (kwargs,) = seen
+    assert set(kwargs) == {"config", "device", "progress"}  # every setting through config=
+    assert kwargs["config"] == replace(train_config, seed=7, weight_decay=0.0)
+    assert info["epochs_run"] == 1
 
 
 # ---------------------------------------------------------------------------------------------- the Python API

@@ -34,8 +34,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def read_inputs(path: Path, modalities: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(arrays, masks)`` of the model's ``modalities`` from a ``.npz`` (``<modality>_mask`` optional)."""
+def read_inputs(path: Path, modalities: Sequence[str]
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(arrays, masks, step_masks)`` of the model's ``modalities`` from a ``.npz`` (``<modality>_mask`` and
+    ``<modality>_step_mask`` optional; a unicode string array is text), the layout ``mmgraph train --data`` reads."""
     if not path.is_file():
         raise ValueError(f"--data: no such file {str(path)!r}")
     try:
@@ -48,7 +50,8 @@ def read_inputs(path: Path, modalities: Sequence[str]) -> tuple[dict[str, np.nda
         raise ValueError(f"--data: {str(path)!r} lacks the model's modalities {missing}; the model reads "
                          f"{list(modalities)}, the file holds {sorted(stored)}")
     return ({m: stored[m] for m in modalities},
-            {m: stored[f"{m}_mask"] for m in modalities if f"{m}_mask" in stored})
+            {m: stored[f"{m}_mask"] for m in modalities if f"{m}_mask" in stored},
+            {m: stored[f"{m}_step_mask"] for m in modalities if f"{m}_step_mask" in stored})
 
 
 def predictions_table(model, probabilities: dict, proba: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -85,9 +88,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "mmgraph predict") -> Pa
         parser.error(f"MODEL.mmgraph: no such file {str(args.model)!r}")
     try:
         model = FusionModel.load(args.model)
-        arrays, masks = read_inputs(args.data, model.modalities)
+        arrays, masks, step_masks = read_inputs(args.data, model.modalities)
         probabilities = predict(model, arrays, batch_size=args.batch_size, device=args.device, proba=True,
-                                mask=masks or None)
+                                mask=masks or None, step_mask=step_masks or None)
     except (ValueError, TypeError) as error:  # a corrupt model file, bad data: one line, as argparse reports
         parser.error(str(error))
     header, columns = predictions_table(model, probabilities, args.proba)

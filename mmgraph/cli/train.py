@@ -53,16 +53,41 @@ DEFAULTS: dict[str, Any] = {**{key: getattr(TrainConfig, key) for key in ("epoch
 def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
     """A user's data set from a ``.npz`` file as a :class:`~mmgraph.data.MultiModalDataset`.
 
-    The file holds one array per modality under its name (``[N, ...]``), the targets under ``label`` (or the keys
-    named in ``targets``; integer arrays are classes, float arrays regression) and, optionally, boolean
-    ``<modality>_mask`` arrays ``[N]`` (True = present) and ``<modality>_step_mask`` arrays ``[N, T]``. Every other
-    key is a modality. The reader is :meth:`MultiModalDataset.from_npz <mmgraph.data.MultiModalDataset.from_npz>`'s.
+    The file holds one array per modality under its name (``[N, ...]``; a unicode string array ``[N]`` is text),
+    the targets under ``label`` (or the keys named in ``targets``; integer arrays are classes, float arrays
+    regression, strings class names) and, optionally, boolean ``<modality>_mask`` arrays ``[N]`` (True = present)
+    and ``<modality>_step_mask`` arrays ``[N, T]`` (True = real step of a padded sequence ``[N, T, D]``; see
+    :func:`mmgraph.data.pad_ragged`). Every other key is a modality.
+    The reader is :meth:`MultiModalDataset.from_npz <mmgraph.data.MultiModalDataset.from_npz>`'s; unicode arrays
+    become text and, with text or step masks, the data set gets ``from_columns``' kinds.
     """
     from mmgraph.data import MultiModalDataset
+    from mmgraph.data.columns import column_to_tensor
     from mmgraph.data.npz import read_npz
 
     arrays, labels, masks, steps = read_npz(path, tuple(targets), arg="--data")
-    return MultiModalDataset(arrays, labels, mask=masks or None, step_mask=steps or None, name=Path(path).stem)
+    features, kinds = {}, {}
+    for name, array in arrays.items():  # unicode arrays are text; integer arrays stay token ids
+        if array.dtype.kind in "USf":
+            kinds[name], features[name], _, _ = column_to_tensor(
+                name, array.tolist() if array.dtype.kind in "US" else array)
+        else:
+            features[name] = array
+    dataset = MultiModalDataset(features, labels, mask=masks or None, step_mask=steps or None, name=Path(path).stem)
+    if "text" in kinds.values() or steps:  # the user's own raw forms: the defaults of MultiModalDataset.from_columns
+        dataset.kinds = kinds
+    return dataset
+
+
+def _encoder_choices(values: Sequence[str] | None) -> dict[str, str]:
+    """``--encoder MODALITY=KIND ...`` as ``{modality: encoder name}``."""
+    choices = {}
+    for value in values or ():
+        name, sep, kind = value.partition("=")
+        if not sep or not name or not kind:
+            raise ValueError(f"--encoder: expected MODALITY=KIND (e.g. image=spatial_cnn), got {value!r}")
+        choices[name] = kind
+    return choices
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,11 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=registry.available_datasets())
     source.add_argument("--data", type=Path, metavar="FILE.npz",
-                        help="your data: one array per modality under its name, targets under 'label' (or "
-                             "--targets), optional boolean '<modality>_mask' arrays [N]")
+                        help="your data: one array per modality under its name (unicode string arrays [N] are "
+                             "text), targets under 'label' (or --targets), optional boolean '<modality>_mask' "
+                             "arrays [N] and '<modality>_step_mask' arrays [N, T] for padded sequences")
     parser.add_argument("--targets", nargs="+", default=["label"], metavar="KEY",
                         help="target arrays of --data (default: label); integer = classes, float = regression")
     parser.add_argument("--fusion", default="gnn", help="a registered fusion name (default: gnn)")
+    parser.add_argument("--encoder", nargs="+", default=None, metavar="MODALITY=KIND",
+                        help="choose a modality's encoder (e.g. image=spatial_cnn audio=conv1d text=vocab_text); "
+                             "default: chosen per kind by FusionModel.from_dataset")
     parser.add_argument("--epochs", type=_number(int, 1), default=DEFAULTS["epochs"])
     parser.add_argument("--patience", type=_number(int, 1), default=DEFAULTS["patience"],
                         help="epochs without validation improvement before stopping")
@@ -99,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     gnn.add_argument("--relations", default=None, help="complete, star, star:<modality> or chain")
     gnn.add_argument("--readout", choices=("mean", "max", "sum", "attention"), default=None)
     gnn.add_argument("--temporal-window", type=_number(int, 0), default=None,
-                     help="sequence modalities: edges between steps up to this far apart")
+                     help="sequence modalities: edges between steps up to this far apart (default: 2 when some "
+                          "modality gives temporal nodes)")
     gnn.add_argument("--edge-pruning", type=_number(float, 0, below=1), default=None,
                      help="GAT/GATv2: fraction of each node's in-edges dropped after every layer, lowest attention "
                           "first (MTAG-style; default 0 = off)")
@@ -296,7 +326,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, o
         seed_everything(args.seed)
         # the statistics live in the model (buffers), so a --save-model file takes raw arrays at predict time
         model = FusionModel.from_dataset(train, args.fusion, dim=args.dim, modality_dropout=args.modality_dropout,
-                                         fusion_kwargs=gnn_options, standardize=args.standardize)
+                                         fusion_kwargs=gnn_options, standardize=args.standardize,
+                                         encoders=_encoder_choices(args.encoder))
         result = fit(model, train, val, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                      epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                      label_smoothing=args.label_smoothing, scheduler=args.scheduler, device=args.device,

@@ -6,6 +6,7 @@ registry (:mod:`mmgraph.data.registry`: ``load_dataset(name)``, ``register_datas
 from mmgraph.data.affect import binary_sentiment, load_mosei, load_mosi
 from mmgraph.data.avdigits import load_avdigits
 from mmgraph.data.avmnist import load_avmnist
+from mmgraph.data.columns import pad_ragged
 from mmgraph.data.dataset import MultiModalBatch, MultiModalDataset, collate_batch
 from mmgraph.data.registry import (available_datasets, concatenate, load_dataset, load_dataset_with_split,
                                    register_dataset)
@@ -34,6 +35,7 @@ __all__ = [
     "make_interaction",
     "make_raw",
     "make_temporal",
+    "pad_ragged",
     "random_modality_mask",
     "register_dataset",
     "standardization_stats",

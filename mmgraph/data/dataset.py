@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmgraph.data.columns import from_columns as _from_columns
+
 __all__ = ["MultiModalBatch", "MultiModalDataset", "collate_batch"]
 
 ArrayLike = Tensor | np.ndarray
@@ -99,10 +101,15 @@ class MultiModalDataset(torch.utils.data.Dataset):
         name: a label for ``repr`` and reports.
         class_names: optional ``{task: [name of class 0, name of class 1, ...]}``.
 
+    Raw data (strings, ragged lists, ``None`` for missing entries, images, a pandas ``DataFrame``):
+    ``MultiModalDataset.from_columns(columns, targets=None, kinds=None, class_names=None)`` (see
+    :func:`mmgraph.data.columns.from_columns`).
+
     Attributes:
         modalities: ``list[str]``; tasks: ``{task: num_classes}`` (0 = regression; empty without targets);
         input_shapes: per-sample shape of each modality; class_names: ``{task: list[str]}``; string_labels: tasks
-        whose targets were given as strings; name.
+        whose targets were given as strings; name; kinds: ``{modality: kind}`` (from :meth:`from_columns`, else
+        empty).
 
     Example:
         >>> ds = MultiModalDataset({"a": torch.randn(100, 5), "b": torch.randn(100, 3)}, torch.randint(0, 2, (100,)))
@@ -132,6 +139,9 @@ class MultiModalDataset(torch.utils.data.Dataset):
         self.name = str(name)
         self.class_names = _check_class_names({**dict(class_names or {}), **string_names}, self.tasks)
         self.string_labels: list[str] = list(string_names)
+        self.kinds: dict[str, str] = {}  # {modality: "vector" | "sequence" | "image" | "text"}, set by from_columns
+
+    from_columns = classmethod(_from_columns)
 
     # ------------------------------------------------------------------------------------------------ access
     @property
@@ -227,6 +237,7 @@ class MultiModalDataset(torch.utils.data.Dataset):
         derived = MultiModalDataset(features, targets or None, mask, step_mask, task_types=self.tasks or None,
                                     name=self.name, class_names=self.class_names)
         derived.string_labels = list(self.string_labels)
+        derived.kinds = dict(self.kinds)
         return derived
 
     def __repr__(self) -> str:

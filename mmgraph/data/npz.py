@@ -60,7 +60,7 @@ def read_npz(path: str | Path, targets: tuple[str, ...] | list[str] = ("label",)
                              f"{mask.dtype} {mask.shape}")
     if not arrays:
         raise ValueError(f"{arg}: {str(path)!r} holds no modality arrays besides the targets {list(targets)}")
-    flat = [name for name, array in arrays.items() if array.ndim < 2]
+    flat = [name for name, array in arrays.items() if array.ndim < 2 and array.dtype.kind not in "US"]  # str: text
     if flat:
         raise ValueError(f"{arg}: {flat[0]!r} is one value per sample (shape {arrays[flat[0]].shape}); a modality "
                          "needs [N, F] features: name it in --targets if it is a target, or store it as [N, 1]")

@@ -127,6 +127,17 @@ def _synthetic_temporal(seed: int = 0, samples: int | None = None) -> MultiModal
     return make_temporal(n=samples or 2000, num_modalities=2, steps=8, dim=8, seed=seed)
 
 
+def _sentiment(seed: int = 0, samples: int | None = None) -> MultiModalDataset:
+    """1000 utterances (``samples``) of a user's raw sentiment data: transcript strings, ragged audio and visual
+    sequences (visual missing for 20 %), a score in [-3, 3] that needs all three, with a sign flip carried by the
+    audio (:func:`mmgraph.data.synthetic.make_sentiment`), read by ``MultiModalDataset.from_columns``."""
+    from mmgraph.data.synthetic import make_sentiment
+
+    dataset = MultiModalDataset.from_columns(*make_sentiment(n=samples or 1000, seed=seed))
+    dataset.name = "sentiment"
+    return dataset
+
+
 def _av_digits() -> Mapping[str, MultiModalDataset]:
     from mmgraph.data.avdigits import load_avdigits
 
@@ -154,7 +165,7 @@ DATA_DIR_FILES = {"mosi": "mosi_raw.pkl", "mosei": "mosei_senti_data.pkl", "avmn
 
 for _name, _loader in (("handwritten", _handwritten), ("nutrimouse", _nutrimouse),
                        ("synthetic-interaction", _synthetic_interaction), ("synthetic-temporal", _synthetic_temporal),
-                       ("av-digits", _av_digits),
+                       ("sentiment", _sentiment), ("av-digits", _av_digits),
                        *((name, _from_files(name, file)) for name, file in DATA_DIR_FILES.items())):
     register_dataset(_name, _loader)
 BUILTIN_DATASETS = tuple(_LOADERS)

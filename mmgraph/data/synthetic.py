@@ -6,6 +6,9 @@
   alone, and any model that pools over time, are at chance.
 * :func:`make_raw`: image ``[N, 1, H, W]``, token ``[N, T]`` and frame ``[N, T, F]`` modalities for end-to-end
   encoder tests; the class is recoverable from each.
+* :func:`make_sentiment`: a user's raw sentiment data (transcript strings, ragged audio and visual sequences, the
+  visual stream missing for some utterances, a score in [-3, 3] that needs all three, with a sign flip carried by
+  the audio); raw columns for :meth:`MultiModalDataset.from_columns <mmgraph.data.MultiModalDataset.from_columns>`.
 * :func:`random_modality_mask`: random presence masks that never drop every modality of a sample.
 
 Everything is vectorised and reproducible from ``seed``.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,7 +26,12 @@ from mmgraph.data.dataset import MultiModalDataset
 from mmgraph.data.transforms import drop_modalities
 from mmgraph.utils import check_int as _check_int
 
-__all__ = ["make_interaction", "make_raw", "make_temporal", "random_modality_mask"]
+__all__ = ["make_interaction", "make_raw", "make_sentiment", "make_temporal", "random_modality_mask"]
+
+_POSITIVE = ("good", "great", "excellent", "wonderful", "enjoyable", "brilliant")
+_NEGATIVE = ("bad", "awful", "terrible", "boring", "dull", "horrible")
+_FILLER = ("the", "movie", "film", "was", "i", "think", "this", "plot", "acting", "and", "really", "quite", "story",
+           "honestly", "it", "very")
 
 
 def make_interaction(n: int = 2000, num_modalities: int = 2, dim: int = 16, noise: float = 0.0,
@@ -156,6 +165,70 @@ def make_raw(n: int = 512, seed: int = 0, image_size: int = 16, seq_len: int = 1
     audio = torch.randn(n, seq_len, audio_dim, generator=generator) + active.unsqueeze(-1) * patterns[labels, None]
     return MultiModalDataset({"image": image, "text": text, "audio": audio}, labels,
                              task_types={"label": num_classes}, name="synthetic-raw")
+
+
+def make_sentiment(n: int = 1000, seed: int = 0, audio_dim: int = 8, visual_dim: int = 6,
+                   audio_steps: tuple[int, int] = (20, 120), visual_steps: tuple[int, int] = (10, 80),
+                   visual_missing: float = 0.2, sarcasm: float = 0.25, noise: float = 0.1
+                   ) -> tuple[dict[str, list], np.ndarray]:
+    """A sentiment researcher's raw data: ``(columns, score)``, ready for ``MultiModalDataset.from_columns(columns,
+    score)``.
+
+    ``columns`` has ``"text"`` (``n`` transcript strings from a small vocabulary: filler words and polarity words),
+    ``"audio"`` (``n`` arrays ``[T_i, audio_dim]``, ``T_i`` uniform in ``audio_steps``) and ``"visual"`` (arrays
+    ``[T_i, visual_dim]``, ``T_i`` uniform in ``visual_steps``; ``None`` for a ``visual_missing`` fraction of the
+    utterances). ``score`` (float32 ``[n]``) lies in [-3, 3]:
+
+    .. math:: \\text{score} = \\mathrm{clip}\\big(f \\cdot a \\cdot (p + 0.75\\,v), -3, 3\\big) + \\epsilon
+
+    * ``p ∈ {-2, .., 2}``: the transcript's polarity (number of positive minus negative words);
+    * ``v ∈ {-1, 0, 1}``: a facial cue, a fixed pattern added to every visual frame (unknown when visual is missing);
+    * ``a ∈ [0.6, 1.4]``: vocal intensity, the mean level of audio feature 0;
+    * ``f = -1`` for a ``sarcasm`` fraction (a fixed audio pattern over a short window of frames: the sign flip,
+      sarcasm-like), else ``+1``;
+    * ``ε``: Gaussian noise of std ``noise``.
+
+    The text alone misses the flip, the intensity and the facial cue; the audio alone knows no polarity. Everything
+    is reproducible from ``seed``.
+    """
+    _check_int("n", n, 1)
+    _check_int("audio_dim", audio_dim, 1)
+    _check_int("visual_dim", visual_dim, 1)
+    for arg, (low, high) in (("audio_steps", audio_steps), ("visual_steps", visual_steps)):
+        if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high):
+            raise ValueError(f"{arg}: expected (low, high) ints with 1 <= low <= high, got {(low, high)!r}")
+    for arg, value in (("visual_missing", visual_missing), ("sarcasm", sarcasm)):
+        _check_fraction(arg, value)
+    rng = np.random.default_rng(seed)
+    polarity = rng.integers(-2, 3, n)
+    cue = rng.integers(-1, 2, n)
+    intensity = rng.uniform(0.6, 1.4, n)
+    flip = np.where(rng.random(n) < sarcasm, -1.0, 1.0)
+    score = np.clip(flip * intensity * (polarity + 0.75 * cue), -3.0, 3.0) + noise * rng.standard_normal(n)
+    audio_pattern = rng.standard_normal(audio_dim)
+    audio_pattern *= 2.5 / np.linalg.norm(audio_pattern)
+    visual_pattern = rng.standard_normal(visual_dim)
+    visual_pattern *= 1.5 / np.linalg.norm(visual_pattern)
+    texts, audio, visual = [], [], []
+    for i in range(n):
+        words = list(rng.choice(_FILLER, rng.integers(3, 7)))
+        polar = _POSITIVE if polarity[i] > 0 else _NEGATIVE
+        words += list(rng.choice(polar, abs(int(polarity[i])), replace=False))
+        if polarity[i] == 0 and rng.random() < 0.5:  # balanced: one of each
+            words += [str(rng.choice(_POSITIVE)), str(rng.choice(_NEGATIVE))]
+        texts.append(" ".join(str(w) for w in rng.permutation(words)))
+        steps = int(rng.integers(audio_steps[0], audio_steps[1] + 1))
+        frames = 0.5 * rng.standard_normal((steps, audio_dim))
+        frames[:, 0] += intensity[i]
+        if flip[i] < 0:
+            width = max(1, steps // 8)
+            start = int(rng.integers(0, steps - width + 1))
+            frames[start:start + width] += audio_pattern
+        audio.append(frames.astype(np.float32))
+        steps = int(rng.integers(visual_steps[0], visual_steps[1] + 1))
+        frames = 0.5 * rng.standard_normal((steps, visual_dim)) + cue[i] * visual_pattern
+        visual.append(None if rng.random() < visual_missing else frames.astype(np.float32))
+    return {"text": texts, "audio": audio, "visual": visual}, score.astype(np.float32)
 
 
 def random_modality_mask(n: int, num_modalities: int, rate: float, generator: torch.Generator | None = None,

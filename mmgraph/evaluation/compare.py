@@ -8,7 +8,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -172,7 +172,7 @@ def compare(data: Data | Sequence[Data] | None, methods: Sequence[str] | None = 
         "protocol": plan.name, "command": command or f"mmgraph.compare({[str(n) for n in chosen]}, ...)",
         "device": str(device), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {jobs} process(es) x "
         f"{(threads or 1) if jobs > 1 else torch.get_num_threads()} torch thread(s)",
-        "seeds": list(plan.seeds), "budget": dict(plan.budget.__dict__), "versions": versions(),
+        "seeds": list(plan.seeds), "budget": asdict(plan.budget), "versions": versions(),
         "elapsed_s": time.perf_counter() - started, "datasets": list(chosen), "methods": chosen, "metrics": metrics,
     }
     if previous is not None:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from mmgraph.data import MultiModalDataset, stratified_split
 from mmgraph.evaluation.methods import SEQUENCE_METHODS
+from mmgraph.training.config import TrainConfig
 
 __all__ = ["DATASET_PRESETS", "PROTOCOLS", "Budget", "DatasetPreset", "Protocol", "make_protocol", "splits"]
 
@@ -27,20 +28,25 @@ Split = tuple[Tensor, Tensor, Tensor]
 
 @dataclass
 class Budget:
-    """The optimisation budget every method gets."""
+    """The optimisation budget every method gets.
 
-    epochs: int = 60
-    patience: int = 10
-    batch_size: int = 64
+    Attributes:
+        train: the training settings (:class:`~mmgraph.training.TrainConfig`: optimiser, lr, weight decay, batch
+            size, label smoothing, epochs, patience; its ``seed`` is replaced by each run's); its weight decay and
+            ``encoder_dropout`` were chosen on validation by ``benchmarks/tune_budget.py``.
+        dim: width of every encoder's output and of the fused representation.
+        encoder_dropout: dropout of every encoder. encoder_hidden: hidden width of each vector modality's MLP encoder.
+        grid: ``{name: candidate values}`` (``lr``, ``weight_decay``, ``encoder_dropout``, head ``dropout``),
+            selected per method and split on the validation score.
+        image_audio: ``(epochs, patience)`` on image + spectrogram data (CNNs: costlier epochs).
+    """
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=60, patience=10))
     dim: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 1e-3  # weight decay and encoder dropout: chosen on validation by tune_budget.py
     encoder_dropout: float = 0.4
-    encoder_hidden: int = 256  # hidden width of each vector modality's MLP encoder
-    label_smoothing: float = 0.1  # early stopping on accuracy breaks ties by the lower validation loss (fit)
-    grid: dict = field(default_factory=dict)  # name -> candidate values, selected on the validation score
-    image_audio: tuple[int, int] = (5, 3)  # (epochs, patience) on image + spectrogram data (CNNs: costlier epochs)
+    encoder_hidden: int = 256
+    grid: dict = field(default_factory=dict)
+    image_audio: tuple[int, int] = (5, 3)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ def make_protocol(name: str = "quick", seeds: list[int] | None = None, epochs: i
     if name not in PROTOCOLS:
         raise ValueError(f"protocol: expected one of {list(PROTOCOLS)}, got {name!r}")
     full = name == "full"
-    budget = Budget(epochs=epochs or (100 if full else 25), patience=15 if full else 6,
+    budget = Budget(TrainConfig(epochs=epochs or (100 if full else 25), patience=15 if full else 6),
                     image_audio=(epochs or (40 if full else 5), 8 if full else 3))
     if grid:
         budget = replace(budget, grid={"dropout": [0.0, 0.3]})

@@ -97,8 +97,9 @@ def audio_visual_encoders(data: MultiModalDataset, frames: bool, dim: int, dropo
 
 def train_once(train: MultiModalDataset, val: MultiModalDataset, method: Method, budget: Budget, config: dict,
                seed: int, device: torch.device, modality_dropout: float) -> tuple[nn.Module, dict]:
-    """Train one model of ``method`` with ``budget`` (``config`` overrides ``lr``, ``weight_decay``,
-    ``encoder_dropout`` and head ``dropout``); image + spectrogram data get :func:`audio_visual_encoders`."""
+    """Train one model of ``method`` with ``budget`` (its :class:`~mmgraph.training.TrainConfig` ``budget.train``,
+    seeded with ``seed``; ``config`` overrides ``lr``, ``weight_decay``, ``encoder_dropout`` and head ``dropout``);
+    image + spectrogram data get :func:`audio_visual_encoders`."""
     torch.manual_seed(seed)
     encoder_dropout = config.get("encoder_dropout", budget.encoder_dropout)
     if is_audio_visual(train):
@@ -112,10 +113,9 @@ def train_once(train: MultiModalDataset, val: MultiModalDataset, method: Method,
                                          encoder_kwargs={"hidden": budget.encoder_hidden,
                                                          "dropout": encoder_dropout},
                                          modality_dropout=modality_dropout, head_dropout=config.get("dropout", 0.0))
-    result = fit(model, train, val, optimizer=budget.optimizer, lr=config.get("lr", budget.lr),
-                 weight_decay=config.get("weight_decay", budget.weight_decay), epochs=budget.epochs,
-                 batch_size=budget.batch_size, patience=budget.patience, label_smoothing=budget.label_smoothing,
-                 device=device, seed=seed, progress=False)
+    settings = dataclasses.replace(budget.train, seed=seed, lr=config.get("lr", budget.train.lr),
+                                   weight_decay=config.get("weight_decay", budget.train.weight_decay))
+    result = fit(model, train, val, config=settings, device=device, progress=False)
     return model, {"best_val": result.best_score, "epochs_run": result.epochs_run, "train_time_s": result.time_s,
                    "config": config}
 
@@ -188,7 +188,8 @@ def run_job(job: Job, budget: Budget, device: str, drop_rates: Sequence[float], 
         torch.set_num_threads(threads)
     data, published = job.source.load()
     if is_audio_visual(data):
-        budget = dataclasses.replace(budget, epochs=budget.image_audio[0], patience=budget.image_audio[1])
+        epochs, patience = budget.image_audio
+        budget = dataclasses.replace(budget, train=dataclasses.replace(budget.train, epochs=epochs, patience=patience))
     records = []
     for fold, split in enumerate(splits(data, job.seed, job.source.folds, published)):
         record = run_one(job.source, data, job.method, split, job.seed, budget, torch.device(device),

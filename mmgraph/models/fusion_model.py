@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmgraph.data.dataset import MultiModalDataset, _check_class_names
+from mmgraph.data.dataset import _check_class_names
 from mmgraph.data.transforms import drop_modalities
 from mmgraph.fusion import build_fusion, check_mask, fusion_class
 from mmgraph.models import factory
-from mmgraph.models.preprocessing import Standardize, _check_input_shape, _check_standardized_shape, _describe
+from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape, _describe,
+                                           check_input_kinds, prepare)
 from mmgraph.models.serialization import load_model, save_model
 from mmgraph.utils import check_int as _check_int
 from mmgraph.utils import tracing
@@ -66,6 +67,10 @@ class FusionModel(nn.Module):
             another rank or size is refused naming the modality and both shapes; an ``"int"`` modality takes token
             ids (integer tensors only); a ``"float"`` modality takes features, float64 and integer ones cast to the
             model's dtype. Modalities left out are only checked by their encoders.
+        input_kinds: ``{modality: "vector" | "sequence" | "image" | "text"}``: how :meth:`prepare` reads raw
+            columns (default: detected from the columns).
+        fixed_steps: ``{modality: T}`` for sequences fused step by step as aligned temporal nodes: :meth:`prepare`
+            pads (or trims padding) to exactly ``T`` steps, so the graph never depends on how a batch was padded.
 
     Shapes:
         ``forward(inputs, mask, step_mask)`` with ``inputs = {m: Tensor[B, ...]}`` (every modality of
@@ -92,6 +97,8 @@ class FusionModel(nn.Module):
         class_names: Mapping[str, Sequence[str]] | None = None,
         string_labels: Sequence[str] = (),
         input_spec: Mapping[str, Mapping[str, Any]] | None = None,
+        input_kinds: Mapping[str, str] | None = None,
+        fixed_steps: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(encoders, Mapping) or not encoders:
@@ -131,6 +138,8 @@ class FusionModel(nn.Module):
             "string_labels": list(self.string_labels)}
         self.input_spec: dict[str, dict[str, Any]] = _check_input_spec(input_spec, self.modalities)
         self._config["input_spec"] = self.input_spec
+        self.input_kinds, self.fixed_steps = check_input_kinds(self.modalities, input_kinds, fixed_steps)
+        self._config.update(input_kinds=dict(self.input_kinds), fixed_steps=dict(self.fixed_steps))
         from mmgraph.encoders import build_encoder
 
         encoders = {name: build_encoder(e["name"], dim, **{k: v for k, v in e.items() if k != "name"})
@@ -205,6 +214,26 @@ class FusionModel(nn.Module):
         """
         return load_model(cls, path, map_location)
 
+    def prepare(self, columns, mask=None, step_mask=None
+                ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor] | None]:
+        """Raw columns -> this model's inputs: the preprocessing every entry point applies (``predict``,
+        ``evaluate``, :meth:`explain`, the scikit-learn estimators, the CLI).
+
+        Args:
+            columns: ``{modality: column}`` or a pandas ``DataFrame`` in the forms of
+                :meth:`MultiModalDataset.from_columns <mmgraph.data.MultiModalDataset.from_columns>` (strings,
+                ragged lists, ``None`` for a missing entry, arrays, images), read with the kinds the model was
+                trained on; or a :class:`~mmgraph.data.MultiModalDataset`.
+            mask: ``{modality: bool [N]}`` or ``bool [N, M]`` (columns in ``columns``' key order), True = present;
+                combined with the ``None`` entries.
+            step_mask: ``{modality: bool [N, T]}`` for padded arrays ``[N, T, D]`` (True = real step).
+
+        Returns:
+            ``(inputs {modality: Tensor[N, ...]}, mask {modality: BoolTensor[N]}, step_mask {modality:
+            BoolTensor[N, T]} | None)``, ready for :meth:`forward` (tensors on CPU).
+        """
+        return prepare(self, columns, mask, step_mask)
+
     @property
     def aux_loss(self) -> Tensor | None:
         """The fusion's auxiliary loss of the last forward (e.g. Seq2Seq translation loss), or None."""
@@ -230,10 +259,10 @@ class FusionModel(nn.Module):
         """Per-sample explanation of a fusion with ``supports_explain`` (the GNN: edge attention and readout
         weights), with modality names.
 
-        Takes the same arguments as :meth:`forward` (raw inputs; encoders, standardisation and masks applied), or
-        raw arrays as :func:`mmgraph.predict` takes them (``{modality: ndarray [B, ...]}``, masks as bool arrays,
-        converted as a :class:`~mmgraph.data.MultiModalDataset` converts them), and returns
-        :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
+        Takes the same arguments as :meth:`forward` (encoders, standardisation and masks applied), or whatever
+        ``predict`` takes (numpy arrays, raw columns: strings, ragged lists, ``None`` entries; read by
+        :meth:`prepare`), and
+        returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
         ``readout [B, N]``, ``modality_weights {modality: Tensor[B]}``, ``node_names``, ``node_mask [B, N]``,
         ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
         mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
@@ -241,10 +270,12 @@ class FusionModel(nn.Module):
         if not getattr(self.fusion, "supports_explain", False):
             raise TypeError(f"explain: needs a fusion with supports_explain, such as the 'gnn' fusion (attention "
                             f"over the modality graph); this model fuses with {type(self.fusion).__name__}")
-        if isinstance(inputs, Mapping) and not all(isinstance(x, Tensor) for x in inputs.values()):
-            device = next(self.parameters()).device
-            batch = MultiModalDataset(dict(inputs), None, mask=mask, step_mask=step_mask)[:].to(device)
-            inputs, mask, step_mask = batch.inputs, batch.named_mask, batch.step_mask
+        if not _all_tensors(inputs):  # raw columns or arrays: the model's own preprocessing
+            inputs, mask, step_mask = self.prepare(inputs, mask, step_mask)
+            device = next(iter(self.parameters())).device
+            inputs = {name: x.to(device) for name, x in inputs.items()}
+            mask = {name: m.to(device) for name, m in mask.items()}
+            step_mask = None if step_mask is None else {name: m.to(device) for name, m in step_mask.items()}
         was_training = self.training
         self.eval()
         try:
@@ -297,6 +328,11 @@ class FusionModel(nn.Module):
                 embedding = self.encoders[name](x, step_mask=step_mask[name])
             else:
                 embedding = self.encoders[name](x)
+            if isinstance(embedding, tuple):  # (embedding [B, T_out, D], its own step mask [B, T_out] | None)
+                embedding, out_steps = embedding
+                step_mask.pop(name, None)
+                if out_steps is not None:
+                    step_mask[name] = out_steps
             if not isinstance(embedding, Tensor) or embedding.dim() not in (2, 3) \
                     or embedding.shape[0] != batch or embedding.shape[-1] != self.dim:
                 got = tuple(embedding.shape) if isinstance(embedding, Tensor) else type(embedding).__name__
@@ -385,6 +421,11 @@ class FusionModel(nn.Module):
                              f"inputs come in the order {order}; pass the mask by name as {{modality: "
                              "BoolTensor[B]}, or order inputs and mask columns as the model's modalities")
         return mask.to(device)
+
+
+def _all_tensors(inputs: Any) -> bool:
+    """Whether ``inputs`` is already a dict of tensors (what :meth:`FusionModel.forward` takes)."""
+    return isinstance(inputs, Mapping) and all(isinstance(x, Tensor) for x in inputs.values())
 
 
 def _check_input_spec(input_spec: Mapping[str, Mapping[str, Any]] | None, modalities: list[str]

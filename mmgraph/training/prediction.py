@@ -20,19 +20,24 @@ __all__ = ["evaluate", "predict"]
 
 @torch.no_grad()
 def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.device = "auto",
-            logits: bool = False, proba: bool = False, mask=None) -> dict[str, Any]:
+            logits: bool = False, proba: bool = False, mask=None, step_mask=None) -> dict[str, Any]:
     """Predictions of ``model`` for every sample of ``data``, on CPU.
 
     Args:
         model: a :class:`~mmgraph.models.FusionModel` (trained, or loaded with ``FusionModel.load``).
-        data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw arrays
-            ``{modality: ndarray | Tensor [N, ...]}`` in any key order (``mask`` optional). Modalities are matched
-            to the model's by name.
-        mask: with a dict ``data``: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
+        data: a :class:`~mmgraph.data.MultiModalDataset` (targets not needed), or raw columns ``{modality:
+            column}`` / a pandas ``DataFrame`` in any key order: arrays ``[N, ...]``, strings, ragged lists of
+            ``[T_i, D]`` arrays, ``None`` for a missing entry (the forms of ``MultiModalDataset.from_columns``).
+            Modalities are matched to the model's by name, and the model's own preprocessing
+            (:meth:`FusionModel.prepare <mmgraph.models.FusionModel.prepare>`: kinds, tokenisation, padding, step
+            masks) is applied, so padding never reaches a prediction.
+        mask: with columns: ``{modality: bool array [N]}`` or a bool array ``[N, M]`` whose columns
             follow ``data``'s key order; True = present (a masked entry may hold NaN). With a dataset: modalities
             to remove at test time, ``BoolTensor[N, M]`` in ``data.modalities`` order or ``{modality: BoolTensor[N]}``,
             and-ed with the dataset's own mask; every sample must keep a present modality (draw test-time drops
             with :func:`mmgraph.data.drop_modalities` of ``data.mask``, which guarantees it).
+        step_mask: only with columns: ``{modality: bool array [N, T]}`` for padded arrays ``[N, T, D]`` (True =
+            real step).
         logits: return the raw outputs ``Tensor[N, C]`` per task.
         proba: return class probabilities ``Tensor[N, C]`` (softmax) for classification tasks (regression tasks
             give their values ``Tensor[N]``).
@@ -54,11 +59,21 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
         raise ValueError("logits, proba: pick one; logits=True gives raw scores, proba=True probabilities")
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
+    columns = isinstance(data, Mapping) or _is_dataframe(data)
+    if not columns and step_mask is not None:
+        raise ValueError("step_mask: only used with a dict of columns; a MultiModalDataset carries its own step "
+                         "masks")
     removal = None
-    if isinstance(data, Mapping):
-        data = MultiModalDataset(_features_as_floats(data, raw_model), None, mask=mask)
-    elif isinstance(data, MultiModalDataset) and mask is not None:
-        removal = _test_time_mask(data, mask)
+    if isinstance(data, MultiModalDataset) and mask is not None:
+        removal = _test_time_mask(data, mask)  # [N, M] in data.modalities order
+    if hasattr(raw_model, "prepare") and (columns or isinstance(data, MultiModalDataset)):
+        order = None if columns else list(data.modalities)
+        inputs, prepared_mask, step_mask = raw_model.prepare(data, mask if columns else None, step_mask)
+        data = MultiModalDataset(inputs, None, mask=prepared_mask, step_mask=step_mask)
+        if removal is not None:  # the prepared data set follows the model's modality order
+            removal = removal[:, [order.index(name) for name in data.modalities]]
+    elif columns:
+        data = MultiModalDataset(_features_as_floats(data, raw_model), None, mask=mask, step_mask=step_mask)
     elif not isinstance(data, MultiModalDataset):
         hint = (" (a MultiModalBatch: pass predict(model, batch.inputs, mask=batch.named_mask))"
                 if hasattr(data, "inputs") else "")
@@ -157,6 +172,10 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
                          f"are {model_names}")
     to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
     return to_model[targets]
+
+
+def _is_dataframe(data: Any) -> bool:
+    return hasattr(data, "columns") and hasattr(data, "iloc") and hasattr(data, "to_dict")
 
 
 def _test_time_mask(data, mask) -> Tensor:

@@ -1,0 +1,101 @@
+"""Image encoders: :class:`CNNEncoder` (``cnn``, global average pooling) and :class:`SpatialCNNEncoder`
+(``spatial_cnn``, keeps spatial layout)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mmgraph.encoders.base import _check_dropout, _reset_children, register_encoder
+from mmgraph.utils import check_int as _check_int
+
+__all__ = ["CNNEncoder", "SpatialCNNEncoder"]
+
+
+@register_encoder("cnn")
+class CNNEncoder(nn.Module):
+    """Two 3x3 conv blocks (ReLU, 2x2 max-pool after the first), global average pooling, a linear projection.
+
+    Shapes: ``x: [B, C, H, W] -> [B, out_dim]`` for any ``H, W >= 2``.
+
+    Args:
+        out_dim: embedding width. in_channels: ``C``. channels: width of the first block (the second has twice).
+        dropout: before the projection.
+    """
+
+    def __init__(self, out_dim: int, in_channels: int = 1, channels: int = 16, dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_int("out_dim", out_dim, 1)
+        _check_int("in_channels", in_channels, 1)
+        _check_int("channels", channels, 1)
+        _check_dropout(dropout)
+        self.in_channels, self.out_dim, self.channels = in_channels, out_dim, channels
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(2 * channels, out_dim)
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [B, C, H, W] -> [B, out_dim]``."""
+        if not x.is_floating_point() or x.ndim != 4 or x.shape[1] != self.in_channels or min(x.shape[2:]) < 2:
+            raise ValueError(f"x: expected a float image batch [B, {self.in_channels}, H, W] with H, W >= 2, got "
+                             f"{x.dtype} of shape {tuple(x.shape)}")
+        pooled = self.features(x).flatten(1)  # [B, 2C]
+        return self.proj(self.dropout(pooled))
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_dim={self.out_dim}, channels={self.channels}"
+
+
+@register_encoder("spatial_cnn")
+class SpatialCNNEncoder(nn.Module):
+    """A LeNet-style image encoder that keeps spatial layout: two 3x3 conv blocks (16, 32 channels), each with ReLU
+    and 2x2 max-pooling, then a linear map of the flattened grid (digits, glyphs and spectrograms need to know where
+    a stroke is, which global average pooling throws away).
+
+    ``stem > 1`` puts a stride-``stem`` convolution (8 channels) in front, so a 112 x 112 spectrogram (``stem=4``)
+    costs what a 28 x 28 image costs.
+
+    Shapes: ``x: [B, C, H, W] -> [B, out_dim]`` with ``(H, W) == image_size``.
+
+    Args:
+        out_dim: embedding width. image_size: ``(H, W)`` of the inputs (fixes the projection's width).
+        in_channels: ``C``. stem: stride of the optional stem convolution. dropout: before the projection.
+    """
+
+    def __init__(self, out_dim: int, image_size: tuple[int, int], in_channels: int = 1, stem: int = 1,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_int("out_dim", out_dim, 1)
+        _check_int("in_channels", in_channels, 1)
+        _check_int("stem", stem, 1)
+        _check_dropout(dropout)
+        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+                or any(isinstance(s, bool) or not isinstance(s, int) or s < 4 * stem for s in image_size)):
+            raise ValueError(f"image_size: expected (H, W) with H, W >= {4 * stem} (4 x stem), got {image_size!r}")
+        self.out_dim, self.in_channels, self.stem = out_dim, in_channels, stem
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        stem_layers: list[nn.Module] = [nn.Conv2d(in_channels, 8, stem, stride=stem), nn.ReLU()] if stem > 1 else []
+        self.features = nn.Sequential(
+            *stem_layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout))
+        height, width = (size // stem // 2 // 2 for size in self.image_size)
+        self.proj = nn.Linear(32 * height * width, out_dim)
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [B, C, H, W] -> [B, out_dim]``."""
+        if not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.image_size):
+            raise ValueError(f"x: expected a float image batch [B, {self.in_channels}, {self.image_size[0]}, "
+                             f"{self.image_size[1]}], got {x.dtype} of shape {tuple(x.shape)}")
+        return self.proj(self.features(x))
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, image_size={self.image_size}, out_dim={self.out_dim}, "
+                f"stem={self.stem}")
