@@ -421,6 +421,24 @@ def test_explain_names_modalities_and_plot_explanation_writes_a_png(tmp_path):
         _trained(MultiModalDataset(features, y), fusion="concat", epochs=1).explain(inputs)
 
 
+def test_explain_takes_raw_arrays_like_predict_and_messages_never_dump_an_array():
+    """docs/deploy.md's explain snippet with numpy (issue 18): the same explanation as tensors, and forward on an
+    ndarray names its type, dtype and shape, not its values."""
+    features, y, present = _toy()
+    model = _trained(MultiModalDataset(features, y, mask=present), epochs=1)
+    arrays = {name: x[:4] for name, x in features.items()}
+    tensors = {name: torch.from_numpy(x) for name, x in arrays.items()}
+    from_arrays = model.explain(arrays, {"b": present[:4, 1]})
+    from_tensors = model.explain(tensors, {"b": torch.from_numpy(present[:4, 1])})
+    for name in ("a", "b"):
+        assert torch.equal(from_arrays["modality_weights"][name], from_tensors["modality_weights"][name])
+    with pytest.raises(TypeError) as error:
+        model(arrays)
+    message = str(error.value)
+    assert "ndarray of dtype float32 and shape (4, " in message and "torch.as_tensor" in message
+    assert "[[" not in message and len(message) < 200, message
+
+
 # ---------------------------------------------------------------------------------------------------- export
 @pytest.fixture(scope="module")
 def exported():

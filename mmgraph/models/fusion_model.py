@@ -254,8 +254,8 @@ class FusionModel(nn.Module):
         return {task: head(fused) for task, head in self.heads.items()}
 
     @torch.no_grad()
-    def explain(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None = None,
-                step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
+    def explain(self, inputs: Mapping[str, Any], mask: Any = None,
+                step_mask: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Per-sample explanation of a fusion with ``supports_explain`` (the GNN: edge attention and readout
         weights), with modality names.
 
@@ -398,7 +398,8 @@ class FusionModel(nn.Module):
         for name in self.modalities:
             x = inputs[name]
             if not isinstance(x, Tensor) or x.dim() == 0:
-                raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}")
+                hint = " (torch.as_tensor(x), or mmgraph.predict, which takes arrays)" if hasattr(x, "shape") else ""
+                raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}{hint}")
             _check_input(name, x, self.input_spec.get(name))
         batch = inputs[self.modalities[0]].shape[0]
         # pairwise comparisons, not a set of sizes: traced sizes are tensors (torch.jit.trace) or symbols (export)

@@ -56,8 +56,13 @@ def _check_input_shape(name: str, x: Tensor, shape: Sequence[int | None]) -> Non
 
 
 def _describe(value: Any) -> str:
+    """A value for an error message: type, dtype and shape of an array, never its contents."""
     if isinstance(value, Tensor):
         return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # ndarray and the like
+        return f"{type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of length {len(value)}"
     return f"{type(value).__name__} {value!r}"[:120]
 
 
