@@ -2,6 +2,7 @@
 sentiment researcher's round trip (raw columns -> fit -> save -> a fresh process -> predict)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import torch
 from mmgraph import FusionModel, MultiModalDataset, fit, predict
 from mmgraph.data import pad_ragged
 from mmgraph.data.synthetic import make_sentiment
+
+# same thread count as this process (tests/conftest.py): results are bit-identical only at equal thread counts
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 # ---------------------------------------------------------------------------------------------------- from_columns
@@ -91,7 +95,8 @@ def test_raw_columns_predict_identically_in_a_fresh_process(sentiment_model):
     code = ("import json, sys; from mmgraph import FusionModel, predict; from mmgraph.data.synthetic import "
             f"make_sentiment; new, _ = make_sentiment(5, seed=1); model = FusionModel.load({str(path)!r}); "
             "print(json.dumps(predict(model, new)['label'].tolist()))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected.tolist()
 
