@@ -11,9 +11,13 @@ torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
-    """``@pytest.mark.dynamo`` tests (torch.compile / torch.export of our models) skip below torch 2.5: on the
+    """``@pytest.mark.slow`` tests (the end-to-end subprocess runs, 5-25 s each) are collected first, so that the two
+    pytest-xdist workers (scripts/test.sh) start them at once instead of one worker finishing them alone at the end.
+
+    ``@pytest.mark.dynamo`` tests (torch.compile / torch.export of our models) skip below torch 2.5: on the
     declared floor, torch 2.4, dynamo cannot trace the GNN (it fails on the ``HeteroConv`` module dict), so these
     features need torch >= 2.5 (docs/training.md)."""
+    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: the order within each group is kept
     version = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
     if version >= (2, 5):
         return

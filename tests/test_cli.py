@@ -129,6 +129,7 @@ def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
     assert "--out: " in capsys.readouterr().err and out.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_resume_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
     data = _npz(tmp_path / "mine.npz", n=1000)
     epochs = 15
@@ -159,6 +160,7 @@ def test_resume_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
     assert len((out / "metrics.csv").read_text().splitlines()) == epochs + 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_and_print_once(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

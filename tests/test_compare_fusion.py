@@ -17,6 +17,7 @@ def run(*args, cwd=ROOT):
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_json_markdown_and_plots(tmp_path):
     result = run("--datasets", "synthetic-interaction", "--methods", "gnn", "concat", "--seeds", "0",
                  "--epochs", "1", "--out", str(tmp_path))
@@ -42,6 +43,7 @@ def test_tiny_run_writes_json_markdown_and_plots(tmp_path):
     assert "robustness_synthetic-interaction.png" in report["meta"]["plots"]
 
 
+@pytest.mark.slow
 def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path):
     first = run("--datasets", "synthetic-interaction", "--methods", "gnn", "concat", "--seeds", "0", "--epochs", "1",
                 "--out", str(tmp_path), "--no-plots")
@@ -67,6 +69,7 @@ def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path
     assert mismatched.returncode != 0 and "seeds [0]" in mismatched.stderr
 
 
+@pytest.mark.slow
 def test_pruned_temporal_gnn_is_an_opt_in_method_on_sequence_data(tmp_path):
     result = run("--datasets", "synthetic-temporal", "--methods", "gnn-pruned-0.5", "--seeds", "0", "--epochs", "1",
                  "--out", str(tmp_path), "--no-plots")
@@ -88,6 +91,7 @@ def test_bad_flags_exit_non_zero_with_a_clear_message(flags, words, tmp_path):
     assert words in result.stderr
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_runs_and_reports_ratios_over_rounds(tmp_path):
     out = tmp_path / "throughput.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--batch-size", "8",
@@ -104,6 +108,7 @@ def test_throughput_benchmark_runs_and_reports_ratios_over_rounds(tmp_path):
     assert "auto vs pyg backend:" in result.stdout
 
 
+@pytest.mark.slow
 def test_throughput_sequences_reports_every_backend_with_its_own_peak_memory(tmp_path):
     out = tmp_path / "sequences.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--sequences", "--steps",
@@ -125,6 +130,7 @@ def test_throughput_sequences_reports_every_backend_with_its_own_peak_memory(tmp
 
 @pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
                     reason="av-digits needs the optional espeakng-loader package (mmgraph[data])")
+@pytest.mark.slow
 def test_av_digits_runs_fusions_temporal_gnn_and_unimodal_baselines_with_robustness_scores(tmp_path):
     # as a user runs it: av-digits from the user's cache (~/.cache/mmgraph), built there on first use
     result = run("--datasets", "av-digits", "--methods", "late", "gnn-temporal", "unimodal:image", "--epochs", "1",
@@ -149,6 +155,7 @@ def test_av_digits_runs_fusions_temporal_gnn_and_unimodal_baselines_with_robustn
     assert "corruption_av-digits.png" in report["meta"]["plots"]
 
 
+@pytest.mark.slow
 def test_data_dir_adds_the_field_s_benchmarks_that_are_present(tmp_path):
     from test_loaders import _write_affect, _write_avmnist
 

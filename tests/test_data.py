@@ -549,5 +549,6 @@ def test_a_memory_mapped_npz_stays_on_disk_while_batches_are_read(tmp_path):
                                 timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
         grown[mode] = int(result.stdout.split()[-1]) / 2 ** 20
-    # MiB of copies: a batch (plus up to ~25 MiB of allocator slack, seen to vary between runs) vs the whole file
-    assert grown["mmap"] < 32 and grown["memory"] >= 128, grown
+    # MiB of copies: a batch plus allocator slack and lazily imported modules (seen 2-35 MiB, varying with the
+    # machine's load) vs the whole 128 MiB file; the bound is half the file, so a whole copy can never pass
+    assert grown["mmap"] < 64 and grown["memory"] >= 128, grown

@@ -257,6 +257,7 @@ def test_mmgraph_predict_writes_one_column_per_task_with_class_names(tmp_path):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_python_m_mmgraph_lists_the_subcommands_and_train_still_works_under_it(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "mmgraph", "--help"], capture_output=True, text=True,
                                cwd=tmp_path, timeout=120)

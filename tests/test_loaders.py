@@ -270,6 +270,7 @@ def test_load_avdigits_layout_splits_and_disjoint_speakers(avdigits_root):
     assert torch.cdist(means, means).fill_diagonal_(1e9).min() > 0.5
 
 
+@pytest.mark.slow
 @needs_espeak
 def test_load_avdigits_is_deterministic_and_checks_its_files(avdigits_root, tmp_path):
     # a fresh build in a fresh process gives the same files as the cached one

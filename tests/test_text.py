@@ -50,6 +50,7 @@ def test_strings_round_trip_through_code_points():
     assert decode_texts(codes) == texts
 
 
+@pytest.mark.slow
 def test_pretrained_round_trip_in_a_fresh_process(pretrained_model, tmp_path):
     model = pretrained_model
     spec = model.config()["encoders"]["text"]

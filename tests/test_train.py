@@ -188,6 +188,7 @@ def test_model_tasks_must_have_targets(xor):
         _fit(_model({"other": 3}), train)
 
 
+@pytest.mark.slow
 def test_cli_trains_end_to_end_and_writes_metrics(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     command = [sys.executable, "-m", "mmgraph.train", "--dataset", "synthetic-interaction", "--fusion", "concat",
