@@ -380,3 +380,10 @@ def test_a_full_disk_during_a_checkpoint_save_names_the_path_and_keeps_the_previ
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1 and list(out.glob("*.tmp*")) == []
     monkeypatch.undo()
     assert main(argv + ["--epochs", "2", "--resume"])["epochs_run"] == 2
+
+
+def test_cli_readout_choices_are_the_gnn_s_readouts():
+    from mmgraph.cli.train import _READOUTS
+    from mmgraph.gnn import READOUTS
+
+    assert _READOUTS == READOUTS

@@ -90,6 +90,11 @@ def _encoder_choices(values: Sequence[str] | None) -> dict[str, str]:
     return choices
 
 
+# mmgraph.gnn.READOUTS, written out so that the command line starts without importing PyG
+# (tests/test_cli.py checks that the two agree)
+_READOUTS = ("mean", "max", "sum", "attention", "concat", "concat_attention")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mmgraph.train",
@@ -126,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     gnn.add_argument("--layers", type=_number(int, 0), default=None)
     gnn.add_argument("--heads", type=_number(int, 1), default=None, help="GAT heads (must divide --dim)")
     gnn.add_argument("--relations", default=None, help="complete, star, star:<modality> or chain")
-    gnn.add_argument("--readout", choices=("mean", "max", "sum", "attention"), default=None)
+    gnn.add_argument("--readout", choices=_READOUTS, default=None)
     gnn.add_argument("--temporal-window", type=_number(int, 0), default=None,
                      help="sequence modalities: edges between steps up to this far apart (default: 2 when some "
                           "modality gives temporal nodes)")
