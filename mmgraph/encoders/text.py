@@ -34,6 +34,7 @@ from mmgraph.encoders.mlp import MLPEncoder
 from mmgraph.encoders.rnn import RNNEncoder
 from mmgraph.utils import check_choice as _check_choice
 from mmgraph.utils import check_int as _check_int
+from mmgraph.utils import describe
 
 __all__ = ["DEFAULT_TEXT_MODEL", "PretrainedTextEncoder", "VocabularyTextEncoder", "build_vocabulary",
            "decode_texts", "encode_texts", "load_text_model", "tokenize_words"]
@@ -58,7 +59,7 @@ def decode_texts(codes: Tensor) -> list[str]:
     """The strings of :func:`encode_texts`: ``codes: LongTensor[B, L]`` -> ``B`` strings."""
     if not isinstance(codes, Tensor) or codes.ndim != 2 or codes.is_floating_point():
         raise ValueError(f"x: expected encoded strings LongTensor[B, L] (mmgraph.encoders.text.encode_texts), got "
-                         f"{_describe(codes)}")
+                         f"{describe(codes)}")
     array = codes.detach().cpu().numpy()
     texts = []
     for row in array:
@@ -248,8 +249,3 @@ class VocabularyTextEncoder(nn.Module):
     def extra_repr(self) -> str:
         return f"vocabulary={len(self.vocabulary)} words, nodes={self.nodes!r}, max_tokens={self.max_tokens}"
 
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
