@@ -255,6 +255,11 @@ def test_mmgraph_predict_writes_one_column_per_task_with_class_names(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(tmp_path / "model.mmgraph"), "--data", str(tmp_path / "none.npz"), "--out", "p.csv"])
     assert exit_info.value.code == 2
+    damaged = tmp_path / "damaged.npz"  # the reader of `train --data`: a damaged file is one line, not a traceback
+    damaged.write_bytes((tmp_path / "new.npz").read_bytes()[:200])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path / "model.mmgraph"), "--data", str(damaged), "--out", "p.csv"])
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.slow

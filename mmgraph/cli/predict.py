@@ -38,13 +38,9 @@ def read_inputs(path: Path, modalities: Sequence[str]
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``(arrays, masks, step_masks)`` of the model's ``modalities`` from a ``.npz`` (``<modality>_mask`` and
     ``<modality>_step_mask`` optional; a unicode string array is text), the layout ``mmgraph train --data`` reads."""
-    if not path.is_file():
-        raise ValueError(f"--data: no such file {str(path)!r}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            stored = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--data: {str(path)!r} is not a readable .npz file ({error})") from None
+    from mmgraph.data.npz import open_npz
+
+    stored = open_npz(path, arg="--data")
     missing = [m for m in modalities if m not in stored]
     if missing:
         raise ValueError(f"--data: {str(path)!r} lacks the model's modalities {missing}; the model reads "

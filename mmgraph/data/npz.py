@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_npz"]
+__all__ = ["open_npz", "read_npz"]
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: 30 bytes, then the name and the extra field
 _CHUNK = 1 << 24
@@ -33,15 +33,7 @@ def read_npz(path: str | Path, targets: tuple[str, ...] | list[str] = ("label",)
     """``(features, targets, masks, step_masks)`` of an ``.npz`` in the layout above: ``{modality: ndarray [N, ...]}``
     (memory maps with ``mmap=True``), ``{task: ndarray [N]}``, ``{modality: bool [N]}``, ``{modality: bool [N, T]}``.
     Errors name ``arg`` (the argument or command-line flag that gave the path)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{arg}: no such file {str(path)!r}")
-    try:
-        arrays = _mapped(path) if mmap else dict(np.load(path, allow_pickle=False))
-    except Exception as error:  # noqa: BLE001 - a damaged zip fails in many ways (BadZipFile, EOFError, ...)
-        reason = str(error).splitlines()[0] if str(error) else ""
-        raise ValueError(f"{arg}: {str(path)!r} is not a readable .npz file (truncated, corrupt, or not written by "
-                         f"numpy.savez: {type(error).__name__}: {reason})") from None
+    arrays = open_npz(path, mmap=mmap, arg=arg)
     missing = [key for key in targets if key not in arrays]
     if missing:
         raise ValueError(f"{arg}: {str(path)!r} has no target arrays {missing} (--targets); its keys are "
@@ -65,6 +57,20 @@ def read_npz(path: str | Path, targets: tuple[str, ...] | list[str] = ("label",)
         raise ValueError(f"{arg}: {flat[0]!r} is one value per sample (shape {arrays[flat[0]].shape}); a modality "
                          "needs [N, F] features: name it in --targets if it is a target, or store it as [N, 1]")
     return arrays, labels, masks, steps
+
+
+def open_npz(path: str | Path, mmap: bool = False, arg: str = "path") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` by key (memory maps with ``mmap=True``), never unpickling; a missing or damaged
+    file is a ``ValueError`` naming ``arg`` and the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{arg}: no such file {str(path)!r}")
+    try:
+        return _mapped(path) if mmap else dict(np.load(path, allow_pickle=False))
+    except Exception as error:  # noqa: BLE001 - a damaged zip fails in many ways (BadZipFile, EOFError, ...)
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"{arg}: {str(path)!r} is not a readable .npz file (truncated, corrupt, or not written by "
+                         f"numpy.savez: {type(error).__name__}: {reason})") from None
 
 
 def _mapped(path: Path) -> dict[str, np.ndarray]:
