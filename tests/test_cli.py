@@ -170,7 +170,7 @@ def test_torchrun_two_processes_write_and_print_once(tmp_path):
                "--dataset", "synthetic-interaction", "--samples", "300", "--fusion", "concat", "--dim", "16",
                "--epochs", "2", "--out", str(tmp_path / "run"), "--quiet"]
     completed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     summaries = [line for line in completed.stdout.splitlines() if "synthetic-interaction / concat: test" in line]
     assert len(summaries) == 1, completed.stdout
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())

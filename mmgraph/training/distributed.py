@@ -3,6 +3,7 @@ device of each rank, and whether mixed precision is used."""
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -27,6 +28,7 @@ def _finish_distributed() -> None:
     group down together; a rank that destroys its gloo group while another still works can hang (seen on torch
     2.4)."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # a DDP wrapper left in a reference cycle still holds the group: release it before teardown
         dist.barrier()
         dist.destroy_process_group()
 
