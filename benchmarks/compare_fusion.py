@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mmgraph.data.registry import DATA_DIR_FILES
+from mmgraph.data.registry import DATA_DIR_FILES, available_datasets
 from mmgraph.evaluation import compare, make_protocol
 
 DATASETS = make_protocol("full").datasets
@@ -32,7 +32,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="fast protocol (default): 1 split, short budget")
     mode.add_argument("--full", action="store_true", help="complete protocol: 5 splits, grid, robustness variants")
-    parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help=f"subset of {list(DATASETS)}")
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                        help=f"registered data sets (default: {list(DATASETS)}; also sentiment, your own "
+                             f"register_dataset names, and the --data-dir files {list(DATA_DIR_FILES)})")
     parser.add_argument("--methods", nargs="+", default=None, metavar="NAME", help="fusion names (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
@@ -63,9 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
 def datasets_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
     """The data sets to run: --datasets (default: the protocol's), plus the --data-dir files that are present."""
     datasets = list(args.datasets or make_protocol("full" if args.full else "quick").datasets)
-    unknown = [name for name in datasets if name not in DATASETS and name not in DATA_DIR_FILES]
+    unknown = [name for name in datasets if name not in available_datasets()]
     if unknown:
-        parser.error(f"--datasets: unknown data set {unknown[0]!r}; expected some of {[*DATASETS, *DATA_DIR_FILES]}")
+        parser.error(f"--datasets: unknown data set {unknown[0]!r}; expected some of {available_datasets()}")
     needs_files = [name for name in datasets if name in DATA_DIR_FILES]
     if needs_files and args.data_dir is None:
         parser.error(f"--datasets: {needs_files} need --data-dir")

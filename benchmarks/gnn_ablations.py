@@ -29,9 +29,9 @@ def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, f
 
     from mmgraph.data import standardize
     from mmgraph.data.registry import load_dataset_with_split
-    from mmgraph.evaluation.methods import has_sequences, is_audio_visual, resolve_method
+    from mmgraph.evaluation.methods import has_sequences, resolve_method
     from mmgraph.evaluation.protocol import make_protocol, splits
-    from mmgraph.evaluation.runner import train_once
+    from mmgraph.evaluation.runner import budget_for, train_once
 
     protocol = make_protocol("full" if full else "quick")
     data, published = load_dataset_with_split(dataset, seed=seed, samples=None, data_dir=None)
@@ -39,9 +39,7 @@ def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, f
     # a reference: another of the comparison's methods, as it runs it
     method = resolve_method(kwargs.pop("method", "gnn"), has_sequences(data))
     method = dataclasses.replace(method, fusion_kwargs={**method.fusion_kwargs, **kwargs})
-    budget = protocol.budget
-    if is_audio_visual(data):  # CNN encoders and their (epochs, patience), as the comparison
-        budget = dataclasses.replace(budget, epochs=budget.image_audio[0], patience=budget.image_audio[1])
+    budget = budget_for(data, protocol.budget)  # image + audio data: the CNN epochs, as the comparison
     scores = []
     folds = protocol.preset(dataset).folds
     for train_idx, val_idx, _ in splits(data, seed, folds, published):  # the test indices are not touched

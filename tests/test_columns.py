@@ -130,6 +130,35 @@ def test_prepare_reports_the_modality_and_never_dumps_arrays(sentiment_model):
     assert mask["visual"].tolist() == [v is not None for v in new["visual"]]
 
 
+def test_a_stream_missing_from_every_sample_of_a_batch_predicts_like_a_masked_one(sentiment_model):
+    """One utterance without video (or a batch where no sample has it): ``None`` entries only, nothing to learn a
+    shape from; the model's own input spec gives the placeholder, and the prediction is that of the masked stream."""
+    model, _ = sentiment_model
+    new, _ = make_sentiment(6, seed=2)
+    present = [v for v in new["visual"] if v is not None][:3]
+    batch = {"text": new["text"][:3], "audio": new["audio"][:3], "visual": present}
+    masked = predict(model, batch, mask={"visual": np.zeros(3, bool)})["label"]
+    for none in ([None] * 3, np.array([None] * 3, dtype=object)):
+        torch.testing.assert_close(predict(model, {**batch, "visual": none})["label"], masked, rtol=0, atol=1e-6)
+    one = predict(model, {"text": batch["text"][:1], "audio": batch["audio"][:1], "visual": [None]})["label"]
+    torch.testing.assert_close(one, masked[:1], rtol=0, atol=1e-6)
+    text_only = predict(model, {"text": [None] * 3, "audio": batch["audio"], "visual": present})["label"]
+    torch.testing.assert_close(text_only, predict(model, batch, mask={"text": np.zeros(3, bool)})["label"],
+                               rtol=0, atol=1e-6)
+
+
+def test_an_image_stream_missing_from_every_sample_gets_a_placeholder_of_the_trained_size():
+    rng = np.random.default_rng(0)
+    images, vectors = rng.normal(size=(40, 1, 12, 12)).astype(np.float32), rng.normal(size=(40, 5))
+    ds = MultiModalDataset.from_columns({"image": images, "tab": vectors}, np.arange(40) % 2)
+    model = FusionModel.from_dataset(ds, "concat", dim=8, seed=0)
+    assert model.config()["encoders"]["image"]["name"] == "spatial_cnn"
+    expected = predict(model, {"image": images[:2], "tab": vectors[:2]}, mask={"image": np.zeros(2, bool)},
+                       logits=True)["label"]
+    got = predict(model, {"image": [None, None], "tab": vectors[:2]}, logits=True)["label"]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
 def test_explain_and_evaluate_take_raw_columns(sentiment_model):
     from mmgraph import evaluate
 

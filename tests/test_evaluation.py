@@ -141,6 +141,14 @@ def test_the_comparison_trains_with_budget_train_a_trainconfig_passed_to_fit(mon
     assert info["epochs_run"] == 1
 
 
+def test_image_and_spectrogram_data_get_the_cnn_epochs_of_the_budget_everything_else_its_own():
+    budget = Budget(TrainConfig(epochs=60, patience=10), image_audio=(5, 3))
+    av = MultiModalDataset({"image": torch.zeros(4, 1, 8, 8), "audio": torch.zeros(4, 1, 8, 8)},
+                           {"label": torch.tensor([0, 1, 0, 1])})
+    assert (runner.budget_for(av, budget).train.epochs, runner.budget_for(av, budget).train.patience) == (5, 3)
+    assert runner.budget_for(_classification_dataset(n=8), budget) is budget
+
+
 # ---------------------------------------------------------------------------------------------- the Python API
 def test_compare_on_a_multimodal_dataset_returns_the_ranked_table_and_strict_json(tmp_path):
     result = compare(_classification_dataset(), methods=["gnn", "concat"], seeds=[0], epochs=2, out=tmp_path,

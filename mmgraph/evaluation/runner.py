@@ -27,8 +27,8 @@ from mmgraph.evaluation.scores import run_scores, task_scores
 from mmgraph.models import FusionModel
 from mmgraph.training import fit, predict
 
-__all__ = ["DataSource", "Job", "audio_visual_encoders", "only", "outputs", "run_job", "run_jobs", "run_one", "score",
-           "train_once"]
+__all__ = ["DataSource", "Job", "audio_visual_encoders", "budget_for", "only", "outputs", "run_job", "run_jobs",
+           "run_one", "score", "train_once"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,15 @@ def audio_visual_encoders(data: MultiModalDataset, frames: bool, dim: int, dropo
     if frames:
         encoders = {name: e if name == "audio" else RepeatSteps(e, AUDIO_FRAMES) for name, e in encoders.items()}
     return encoders
+
+
+def budget_for(data: MultiModalDataset, budget: Budget) -> Budget:
+    """``budget`` as it applies to ``data``: image + spectrogram data train for ``budget.image_audio``'s
+    ``(epochs, patience)`` (CNN epochs cost more), everything else for ``budget.train``'s."""
+    if not is_audio_visual(data):
+        return budget
+    epochs, patience = budget.image_audio
+    return dataclasses.replace(budget, train=dataclasses.replace(budget.train, epochs=epochs, patience=patience))
 
 
 def train_once(train: MultiModalDataset, val: MultiModalDataset, method: Method, budget: Budget, config: dict,
@@ -187,9 +196,7 @@ def run_job(job: Job, budget: Budget, device: str, drop_rates: Sequence[float], 
     if threads:
         torch.set_num_threads(threads)
     data, published = job.source.load()
-    if is_audio_visual(data):
-        epochs, patience = budget.image_audio
-        budget = dataclasses.replace(budget, train=dataclasses.replace(budget.train, epochs=epochs, patience=patience))
+    budget = budget_for(data, budget)
     records = []
     for fold, split in enumerate(splits(data, job.seed, job.source.folds, published)):
         record = run_one(job.source, data, job.method, split, job.seed, budget, torch.device(device),

@@ -107,6 +107,10 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
             # the stored kind decides where the form alone is ambiguous (strings, [N, H, W] images); vector and
             # sequence arrays are read as they are, and a wrong shape meets the model's own shape checks
             kind = model.input_kinds.get(name) if name in model.modalities else None
+            if name in model.modalities and _every_entry_missing(values):  # e.g. one utterance without video
+                inputs[name], masks[name] = _placeholder(model, name, len(values)), torch.zeros(len(values),
+                                                                                                dtype=torch.bool)
+                continue
             if getattr(model, "input_spec", {}).get(name, {}).get("dtype") == "int" and _integer_array(values):
                 inputs[name] = torch.as_tensor(np.asarray(values)).long()  # token ids stay ids
                 masks[name] = torch.ones(len(inputs[name]), dtype=torch.bool)
@@ -138,6 +142,35 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
     order = model.modalities
     return ({name: inputs[name] for name in order}, {name: masks[name] for name in order},
             {name: steps[name] for name in order if name in steps} or None)
+
+
+def _every_entry_missing(values: Any) -> bool:
+    """Whether a column is a non-empty list (or object array) of ``None`` only: a stream missing in every sample of
+    this batch, which :func:`~mmgraph.data.columns.column_to_tensor` cannot read (it learns shapes from entries)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "O" and values.ndim == 1:
+        values = values.tolist()
+    return isinstance(values, (list, tuple)) and len(values) > 0 and all(entry is None for entry in values)
+
+
+def _placeholder(model, name: str, num_samples: int) -> Tensor:
+    """Zeros of the form ``model`` takes for modality ``name`` (from its ``input_spec``, ``input_kinds`` and image
+    encoder), for a column missing in every sample: masked out, so their values never reach an output."""
+    from mmgraph.data.columns import column_to_tensor
+
+    if model.input_kinds.get(name) == "text":
+        return column_to_tensor(name, [""] * num_samples, "text")[1]
+    spec = getattr(model, "input_spec", {}).get(name)
+    if spec is None:
+        raise ValueError(f"columns[{name!r}]: every entry is None (missing), and this model records no input_spec "
+                         f"for {name!r} to build its placeholder; give at least one present entry or a mask")
+    if spec["dtype"] == "int":
+        return torch.zeros(num_samples, *(1 if size is None else size for size in spec["shape"]), dtype=torch.long)
+    shape = list(spec["shape"])
+    if model.input_kinds.get(name) == "image":
+        encoder = (model._config.get("encoders") or {}).get(name) or {}
+        height, width = encoder.get("image_size", [8, 8])
+        shape[1:] = [height, width]
+    return torch.zeros(num_samples, *(1 if size is None else size for size in shape))
 
 
 def _integer_array(values: Any) -> bool:
