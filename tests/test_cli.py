@@ -382,8 +382,21 @@ def test_a_full_disk_during_a_checkpoint_save_names_the_path_and_keeps_the_previ
     assert main(argv + ["--epochs", "2", "--resume"])["epochs_run"] == 2
 
 
-def test_cli_readout_choices_are_the_gnn_s_readouts():
-    from mmgraph.cli.train import _READOUTS
+def test_cli_readout_and_positional_choices_are_the_gnn_s():
+    from mmgraph.cli.train import _POSITIONALS, _READOUTS
     from mmgraph.gnn import READOUTS
+    from mmgraph.gnn.position import POSITIONALS
 
-    assert _READOUTS == READOUTS
+    assert _READOUTS == READOUTS and _POSITIONALS == POSITIONALS
+
+
+def test_cli_positional_reaches_the_gnn_and_none_turns_positions_off(tmp_path):
+    common = ["--dataset", "synthetic-temporal", "--samples", "120", "--fusion", "gnn", "--dim", "16", "--epochs",
+              "1", "--quiet"]
+    for flag, expected in (("none", None), ("learned", "learned")):
+        main(common + ["--positional", flag, "--out", str(tmp_path / flag), "--save-model", str(tmp_path / flag / "m")])
+        model = FusionModel.load(tmp_path / flag / "m")
+        assert model.config()["fusion_kwargs"]["positional"] == expected
+        assert (model.fusion.gnn.positional is None) == (expected is None)
+    with pytest.raises(SystemExit):
+        main(common + ["--fusion", "concat", "--positional", "learned", "--out", str(tmp_path / "c")])

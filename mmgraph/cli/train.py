@@ -90,9 +90,10 @@ def _encoder_choices(values: Sequence[str] | None) -> dict[str, str]:
     return choices
 
 
-# mmgraph.gnn.READOUTS, written out so that the command line starts without importing PyG
-# (tests/test_cli.py checks that the two agree)
+# mmgraph.gnn.READOUTS and mmgraph.gnn.position.POSITIONALS, written out so that the command line starts without
+# importing PyG (tests/test_cli.py checks that they agree)
 _READOUTS = ("mean", "max", "sum", "attention", "concat", "concat_attention")
+_POSITIONALS = ("sinusoidal", "learned")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     gnn.add_argument("--heads", type=_number(int, 1), default=None, help="GAT heads (must divide --dim)")
     gnn.add_argument("--relations", default=None, help="complete, star, star:<modality> or chain")
     gnn.add_argument("--readout", choices=_READOUTS, default=None)
+    gnn.add_argument("--positional", choices=("none", *_POSITIONALS), default=None,
+                     help="position codes added to sequence modalities' temporal nodes (default: sinusoidal; "
+                          "none: nodes know no position)")
     gnn.add_argument("--temporal-window", type=_number(int, 0), default=None,
                      help="sequence modalities: edges between steps up to this far apart (default: 2 when some "
                           "modality gives temporal nodes)")
@@ -316,9 +320,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, o
     from mmgraph.models import FusionModel
 
     _prepare_out(parser, args, out)
-    gnn_options = {key: value for key in ("conv", "layers", "heads", "relations", "readout", "temporal_window",
-                                                "edge_pruning")
+    gnn_options = {key: value for key in ("conv", "layers", "heads", "relations", "readout", "positional",
+                                          "temporal_window", "edge_pruning")
                    if (value := getattr(args, key)) is not None}
+    if gnn_options.get("positional") == "none":
+        gnn_options["positional"] = None
     if gnn_options and args.fusion != "gnn":
         parser.error(f"--{'/--'.join(k.replace('_', '-') for k in gnn_options)}: GNN options need --fusion gnn, "
                      f"got --fusion {args.fusion}")
