@@ -42,10 +42,15 @@ def tracing() -> bool:
 
 
 def describe(value: object) -> str:
-    """A received value for an error message: ``"torch.float32 tensor of shape (4, 3)"`` or its type name."""
+    """A received value for an error message, never an array's contents: ``"torch.float32 tensor of shape (4, 3)"``,
+    ``"ndarray of dtype float64 and shape (4, 3)"``, ``"list of length 4"``, else the type and a short repr."""
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # ndarray and the like
+        return f"{type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple, dict)):
+        return f"{type(value).__name__} of length {len(value)}"
+    return f"{type(value).__name__} {value!r}"[:120]
 
 
 def check_int(arg: str, value: object, low: int) -> None:

@@ -30,11 +30,11 @@ from mmgraph.data.dataset import _check_class_names
 from mmgraph.data.transforms import drop_modalities
 from mmgraph.fusion import build_fusion, check_mask, fusion_class
 from mmgraph.models import factory
-from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape, _describe,
+from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape,
                                            check_input_kinds, prepare)
 from mmgraph.models.serialization import load_model, save_model
 from mmgraph.utils import check_int as _check_int
-from mmgraph.utils import tracing
+from mmgraph.utils import describe, tracing
 
 __all__ = ["FusionModel"]
 
@@ -383,7 +383,7 @@ class FusionModel(nn.Module):
             if not isinstance(steps_present, Tensor) or steps_present.dtype != torch.bool \
                     or tuple(steps_present.shape) != (batch, steps):
                 raise ValueError(f"step_mask[{name!r}]: expected BoolTensor of shape ({batch}, {steps}), got "
-                                 f"{_describe(steps_present)}")
+                                 f"{describe(steps_present)}")
             m = self.modalities.index(name)
             node_mask[:, m] &= steps_present.to(node_mask.device)
         return nodes, node_mask
@@ -399,7 +399,7 @@ class FusionModel(nn.Module):
             x = inputs[name]
             if not isinstance(x, Tensor) or x.dim() == 0:
                 hint = " (torch.as_tensor(x), or mmgraph.predict, which takes arrays)" if hasattr(x, "shape") else ""
-                raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {_describe(x)}{hint}")
+                raise TypeError(f"inputs[{name!r}]: expected a Tensor [B, ...], got {describe(x)}{hint}")
             _check_input(name, x, self.input_spec.get(name))
         batch = inputs[self.modalities[0]].shape[0]
         # pairwise comparisons, not a set of sizes: traced sizes are tensors (torch.jit.trace) or symbols (export)

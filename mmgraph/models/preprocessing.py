@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmgraph.utils import check_int, tracing
+from mmgraph.utils import check_int, describe, tracing
 
 __all__ = ["Standardize", "check_input_kinds", "prepare"]
 
@@ -26,8 +26,8 @@ class Standardize(nn.Module):
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         if not isinstance(mean, Tensor) or not isinstance(std, Tensor) or mean.shape != std.shape:
-            raise ValueError(f"input_stats: expected (mean, std) tensors of one shape, got {_describe(mean)} and "
-                             f"{_describe(std)}")
+            raise ValueError(f"input_stats: expected (mean, std) tensors of one shape, got {describe(mean)} and "
+                             f"{describe(std)}")
         self.register_buffer("mean", mean.detach().float().clone())
         self.register_buffer("std", std.detach().float().clone())
 
@@ -53,17 +53,6 @@ def _check_input_shape(name: str, x: Tensor, shape: Sequence[int | None]) -> Non
         expected = ", ".join(["B", *("*" if s is None else str(s) for s in shape)])
         raise ValueError(f"inputs[{name!r}]: expected shape [{expected}] (the shape the model was trained on), got "
                          f"{tuple(x.shape)}")
-
-
-def _describe(value: Any) -> str:
-    """A value for an error message: type, dtype and shape of an array, never its contents."""
-    if isinstance(value, Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    if hasattr(value, "shape") and hasattr(value, "dtype"):  # ndarray and the like
-        return f"{type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
-    if isinstance(value, (list, tuple)):
-        return f"{type(value).__name__} of length {len(value)}"
-    return f"{type(value).__name__} {value!r}"[:120]
 
 
 # ---------------------------------------------------------------------------------------------------- raw columns
