@@ -170,7 +170,9 @@ def test_torchrun_two_processes_write_and_print_once(tmp_path):
                "--dataset", "synthetic-interaction", "--samples", "300", "--fusion", "concat", "--dim", "16",
                "--epochs", "2", "--out", str(tmp_path / "run"), "--quiet"]
     completed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
+    # torchrun's failure summary fills the end of stderr: the failing rank's own message is at its start
+    assert completed.returncode == 0, (completed.stdout[-1500:] + completed.stderr[:3000] + "\n...\n"
+                                       + completed.stderr[-1500:])
     summaries = [line for line in completed.stdout.splitlines() if "synthetic-interaction / concat: test" in line]
     assert len(summaries) == 1, completed.stdout
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())

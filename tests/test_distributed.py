@@ -39,3 +39,21 @@ def test_torchrun_two_processes_train_to_identical_parameters(tmp_path):
     assert ranks[0]["history"][-1]["train_loss"] < ranks[0]["history"][0]["train_loss"]
     saved = load_checkpoint(tmp_path / "checkpoint.pt")  # written by rank 0 only
     assert saved["epoch"] == 3 and saved["config"]["world_size"] == 2
+
+
+def test_the_cli_releases_the_process_group_when_a_run_fails(tmp_path, monkeypatch):
+    """An error under torchrun must not leave the gloo group to the interpreter's exit (see
+    mmgraph.training.distributed._abandon_distributed): one process, world size 1, a run that fails in fit."""
+    import torch.distributed as dist
+
+    from mmgraph.cli import train as cli
+
+    def failing_fit(*args, **kwargs):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        raise ValueError("train: injected fault")
+
+    monkeypatch.setattr(cli, "fit", failing_fit)
+    with pytest.raises(SystemExit):
+        cli.main(["--dataset", "synthetic-interaction", "--samples", "60", "--fusion", "concat", "--dim", "8",
+                  "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"])
+    assert not dist.is_initialized()

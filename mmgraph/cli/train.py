@@ -21,7 +21,7 @@ from torch import nn
 from mmgraph.data import registry
 from mmgraph.data.registry import BUILTIN_DATASETS
 from mmgraph.training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
-from mmgraph.training.distributed import _finish_distributed
+from mmgraph.training.distributed import _abandon_distributed, _finish_distributed
 from mmgraph.training.loop import FitResult, fit
 from mmgraph.training.prediction import evaluate
 from mmgraph.utils import check_int as _check_int
@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     try:
         return _run(parser, args, name, out, rank, started)
     finally:
+        _abandon_distributed()  # an error under torchrun: release the process group before the interpreter exits
         _unlock_out(out, lock)
 
 

@@ -3,7 +3,6 @@ device of each rank, and whether mixed precision is used."""
 
 from __future__ import annotations
 
-import gc
 import os
 
 import torch
@@ -28,8 +27,16 @@ def _finish_distributed() -> None:
     group down together; a rank that destroys its gloo group while another still works can hang (seen on torch
     2.4)."""
     if dist.is_available() and dist.is_initialized():
-        gc.collect()  # a DDP wrapper left in a reference cycle still holds the group: release it before teardown
         dist.barrier()
+        dist.destroy_process_group()
+
+
+def _abandon_distributed() -> None:
+    """Under torchrun, after an error on this rank: tear the process group down now, without waiting for the
+    other ranks (they may never reach a barrier), rather than leave it to the interpreter's exit, where gloo's
+    threads can abort the process ("terminate called without an active exception", pytorch/pytorch#190489) and
+    hide the error that ended the run. A no-op after :func:`_finish_distributed`."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

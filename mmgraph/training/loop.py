@@ -12,7 +12,6 @@ TensorBoard, your own), and DistributedDataParallel when launched by ``torchrun`
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import sys
@@ -293,11 +292,6 @@ def fit(
                     "rng": _get_rng_state(generator, device)})
     bar.close()
     del loader  # stops the worker processes
-    if world > 1:
-        # the DDP wrapper's reducer holds the process group: free it now, not at interpreter exit, where a gloo
-        # group torn down late aborted one rank ("terminate called without an active exception", seen once in CI)
-        del state, net
-        gc.collect()
     call_hook(loggers, "close")
     if config.restore_best and best_state is not None:
         raw_model.load_state_dict(best_state)
