@@ -167,6 +167,28 @@ def test_compare_on_a_multimodal_dataset_returns_the_ranked_table_and_strict_jso
     assert len(val) == 13 and not set(val.tolist()) & set(test.tolist())
 
 
+def test_update_merges_into_a_report_of_mmgraph_0_1(tmp_path):
+    """Runs written by 0.1 have no ``score`` and keep confusion matrices in ``test``: an update merges into them
+    (it crashed after all its training: ``KeyError: 'score'``, then ``fmean`` over the matrices)."""
+    base = _classification_dataset()
+    data = MultiModalDataset(base.features, {"label": base.targets["label"], "other": 1 - base.targets["label"]},
+                             name="mine")
+    compare(data, methods=["concat"], seeds=[0], epochs=1, out=tmp_path, plots=False, progress=False)
+    path = tmp_path / "compare_fusion.json"
+    report = json.loads(path.read_text())
+    for run in report["runs"]:
+        del run["score"]
+        for task in run["test"].values():
+            task["confusion_matrix"] = [[1, 0], [0, 1]]
+    path.write_text(json.dumps(report))
+    result = compare(data, methods=["sum"], seeds=[0], epochs=1, out=tmp_path, plots=False, progress=False,
+                     update=True)
+    assert {row["method"] for row in result.table()} == {"concat", "sum"}
+    rows = result.summary["mine"]["0.0"]
+    assert rows["concat"]["score"]["mean"] == rows["concat"]["accuracy"]["mean"]
+    assert set(rows["concat"]["per_task"]["label"]) == {"accuracy", "macro_f1", "macro_recall"}
+
+
 def test_regression_splits_are_random_and_classification_splits_stratified():
     arrays = _regression_arrays()
     regression = MultiModalDataset({k: arrays[k] for k in "abc"}, arrays["label"], mask={"c": arrays["c_mask"]})

@@ -221,6 +221,9 @@ def _previous_report(out: Path | None, plan: Protocol) -> dict:
         raise ValueError(f"update: {path} not found; run without update first")
     previous = json.loads(path.read_text())
     previous["runs"] = _nan(previous.get("runs", []))
+    for run in previous["runs"]:  # runs of mmgraph 0.1 (classification only) had no score: it was their accuracy
+        if "score" not in run and "accuracy" in run:
+            run["score"] = run["accuracy"]
     meta = previous.get("meta", {})
     if meta.get("protocol") != plan.name or meta.get("seeds") != list(plan.seeds):
         raise ValueError(f"update: {path} holds a {meta.get('protocol')!r} run with seeds {meta.get('seeds')}; this "

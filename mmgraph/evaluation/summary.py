@@ -40,9 +40,10 @@ def summarise(records: list[dict]) -> dict:
         if "corruption" in runs[0]:
             row["corruption"] = {m: {level: statistics.fmean(r["corruption"][m][level] for r in runs)
                                      for level in curve} for m, curve in runs[0]["corruption"].items()}
-        if len(runs[0]["test"]) > 1:
+        if len(runs[0]["test"]) > 1:  # the numbers only (runs of older versions also stored confusion matrices)
             row["per_task"] = {task: {k: statistics.fmean(r["test"][task][k] for r in runs)
-                                      for k in runs[0]["test"][task]} for task in runs[0]["test"]}
+                                      for k, v in runs[0]["test"][task].items() if isinstance(v, (int, float))}
+                               for task in runs[0]["test"]}
         summary.setdefault(dataset, {}).setdefault(str(dropout), {})[method] = row
     for dataset, by_dropout in summary.items():
         for dropout, rows in by_dropout.items():
