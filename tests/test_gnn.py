@@ -128,6 +128,10 @@ def test_gradients_reach_every_parameter(conv, readout):
             # one node per modality: the softmax within each modality is 1, whatever the gate says
             assert (p.grad == 0).all(), name
             continue
+        if name == "readout.aggr.gate_nn.bias":
+            # one offset added to every score of a softmax changes nothing: its gradient is 0 up to rounding
+            assert p.grad.abs().max() < 1e-5, name
+            continue
         assert p.grad.abs().sum() > 0, name
 
 
@@ -698,7 +702,7 @@ def test_int8_quantisation_and_export_with_every_new_option(backend):
     inputs = mixed_inputs()
     quantised = torch.ao.quantization.quantize_dynamic(gnn, {nn.Linear}, dtype=torch.qint8)
     assert isinstance(quantised.layers[0].gate, torch.ao.nn.quantized.dynamic.Linear)
-    assert isinstance(quantised.readout.project, torch.ao.nn.quantized.dynamic.Linear)
+    assert all(isinstance(quantised.readout.project[i], torch.ao.nn.quantized.dynamic.Linear) for i in (0, 2))
     out, expected = quantised(inputs, MIXED_MASK), gnn(inputs, MIXED_MASK)
     assert not torch.equal(out, expected)
     torch.testing.assert_close(out, expected, atol=0.15, rtol=0)
