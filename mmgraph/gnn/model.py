@@ -62,7 +62,7 @@ class MultiModalGNN(nn.Module):
             :class:`~mmgraph.graph.ModalityGraph`.
         readout: ``"mean" | "max" | "sum" | "attention" | "concat" | "concat_attention"``. ``concat``:
             per-modality attention pooling, concatenated in modality order with a learned vector for a missing
-            modality, then projected to ``H`` (the readout keeps modality identity; the default);
+            modality, then a linear map plus an MLP to ``H`` (the readout keeps modality identity; the default);
             ``concat_attention`` adds the ``attention`` readout of all nodes as one more slot. See
             :class:`~mmgraph.gnn.readout.GraphReadout`; the defaults were chosen on validation splits
             (docs/design.md, "Issue 21").

@@ -17,9 +17,14 @@ class GraphReadout(nn.Module):
     ``attention`` is ``Σ_i softmax_i(w·h_i + c) h_i`` over present nodes (PyG ``AttentionalAggregation``).
     ``concat`` keeps modality identity: the same attention pooling within each modality's present nodes
     (``p_m = Σ_{i ∈ m} softmax_{i ∈ m}(w·h_i + c) h_i``), a learned "missing" vector ``e_m`` for a modality with no
-    present node, and ``W [p_1 || .. || p_M] + b``: the fused vector never knows less than concatenation of
-    the modality states. ``concat_attention`` adds the ``attention`` readout of all present nodes as one more slot,
-    ``W [p_1 || .. || p_M || p_all] + b``, so it knows what either readout knows. ``concat`` is the default of
+    present node, and ``P([p_1 || .. || p_M])`` with ``P(x) = W x + b + W_2 ReLU(W_1 x + b_1) + b_2``
+    (:class:`ConcatProjection`: a linear map plus a one-hidden-layer MLP, so the fused vector never knows less than
+    early fusion of the modality states; with ``layers=0`` it is early fusion of the projected inputs).
+    ``concat_attention`` adds the ``attention`` readout of all present nodes as one more slot,
+    ``P([p_1 || .. || p_M || p_all])``, so it knows what either readout knows. (The linear map alone left every
+    interaction between modalities to message passing and stalled at chance on one split of synthetic-interaction
+    under modality dropout; the MLP alone memorised or stalled in some synthetic-temporal runs; docs/design.md,
+    "Issue 21", has the figures.) ``concat`` is the default of
     :class:`~mmgraph.gnn.MultiModalGNN` (docs/design.md, "Issue 21"). The module is PyG's aggregation (same
     ``state_dict`` on every path); :meth:`node_major` computes the same maths on the dense and sparse paths'
     ``[N, B, H]`` states, :meth:`pyg` calls PyG on the flattened batch (the concat readouts: the node-major maths on
@@ -43,7 +48,7 @@ class GraphReadout(nn.Module):
             self.aggr = {"mean": MeanAggregation, "max": MaxAggregation, "sum": SumAggregation}[kind]()
         if kind in ("concat", "concat_attention"):
             self.missing = nn.Parameter(torch.zeros(num_types, hidden))  # the all-node slot is never empty
-            self.project = nn.Linear(slots * hidden, hidden)
+            self.project = ConcatProjection(slots * hidden, hidden)
 
     def reset_parameters(self) -> None:
         self.aggr.reset_parameters()
@@ -79,7 +84,7 @@ class GraphReadout(nn.Module):
 
     def _concat(self, h: Tensor, present: Tensor | None, node_type: Tensor) -> tuple[Tensor, Tensor]:
         """Per-modality attention pooling (and, for ``concat_attention``, pooling over all nodes as slot ``M``),
-        concatenated in modality order and projected: ``h: [N, B, H]``, ``present: [N, B]`` or None,
+        concatenated in modality order and through :class:`ConcatProjection`: ``h: [N, B, H]``, ``present: [N, B]`` or None,
         ``node_type: [N]`` -> ``(fused [B, H], node weights [B, N])``: for ``concat_attention`` the all-node
         attention weights (summing to 1), for ``concat`` each modality's (each present modality's summing to 1)."""
         scores = self.aggr.gate_nn(h)  # [N, B, 1]; a module call (int8 quantisation can swap it)
@@ -106,3 +111,27 @@ class GraphReadout(nn.Module):
         flat = node_mask.reshape(-1)
         index = torch.arange(batch, device=x.device).repeat_interleave(num_nodes)[flat]
         return self.aggr(x[flat], index, dim_size=batch)
+
+
+class ConcatProjection(nn.Module):
+    """The concat readouts' map from the concatenated slots to the fused vector: ``[B, S·H] -> [B, H]``,
+    ``linear(x) + out(ReLU(hidden(x)))``. The linear path gives every slot a direct gradient from the first step;
+    the hidden layer gives the multiplicative interactions a linear readout leaves to message passing. Three
+    ``nn.Linear`` modules, called as modules (int8 quantisation swaps them).
+
+    Args:
+        in_features: ``S·H``, the concatenated slots. hidden: ``H``, the width of the hidden layer and output.
+    """
+
+    def __init__(self, in_features: int, hidden: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, hidden)
+        self.hidden = nn.Linear(in_features, hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def reset_parameters(self) -> None:
+        for layer in (self.linear, self.hidden, self.out):
+            layer.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x) + self.out(torch.relu(self.hidden(x)))
