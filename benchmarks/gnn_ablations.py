@@ -8,7 +8,8 @@ GNN_KWARGS, plus ``temporal_window=2`` on sequence data) updated with the varian
 ``{"method": "concat"}`` runs another of the comparison's methods instead, as a reference. Per split seed ``s`` (the
 data set's own split and, for the synthetic sets, its data seed) and init seed ``s + offset``, the model is trained
 with the comparison's ``train_once`` (same encoders, budget, standardisation, early stopping on the validation
-part) and the best validation accuracy is recorded. The test part of the split is never evaluated. ``--full`` uses
+part) and the best validation accuracy is recorded (on regression data: minus the validation loss, and the
+validation MAE and R² of the restored model). The test part of the split is never evaluated. ``--full`` uses
 the ``full`` protocol's budget (100 epochs, patience 15; image + audio 40, 8), else the quick one.
 """
 
@@ -21,8 +22,9 @@ import time
 from pathlib import Path
 
 
-def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, full: bool) -> float:
-    """Best validation accuracy (%, mean over the seed's splits) of the GNN with ``kwargs`` on ``dataset``."""
+def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, full: bool) -> dict[str, float]:
+    """``{"val": best validation score (%: accuracy, or minus the loss on regression data), "mae", "r2" (regression
+    tasks only)}``, each the mean over the seed's splits, of the GNN with ``kwargs`` on ``dataset``."""
     import dataclasses
 
     import torch
@@ -31,7 +33,8 @@ def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, f
     from mmgraph.data.registry import load_dataset_with_split
     from mmgraph.evaluation.methods import has_sequences, resolve_method
     from mmgraph.evaluation.protocol import make_protocol, splits
-    from mmgraph.evaluation.runner import budget_for, train_once
+    from mmgraph.evaluation.runner import budget_for, outputs, train_once
+    from mmgraph.evaluation.scores import task_scores
 
     protocol = make_protocol("full" if full else "quick")
     data, published = load_dataset_with_split(dataset, seed=seed, samples=None, data_dir=None)
@@ -40,13 +43,17 @@ def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, f
     method = resolve_method(kwargs.pop("method", "gnn"), has_sequences(data))
     method = dataclasses.replace(method, fusion_kwargs={**method.fusion_kwargs, **kwargs})
     budget = budget_for(data, protocol.budget)  # image + audio data: the CNN epochs, as the comparison
-    scores = []
+    scores, regression = [], [t for t, classes in data.tasks.items() if not classes]
     folds = protocol.preset(dataset).folds
     for train_idx, val_idx, _ in splits(data, seed, folds, published):  # the test indices are not touched
         train, val = standardize(data.subset(train_idx), data.subset(val_idx))
-        _, info = train_once(train, val, method, budget, {}, init_seed, torch.device("cpu"), 0.0)
-        scores.append(100.0 * info["best_val"])
-    return statistics.fmean(scores)
+        model, info = train_once(train, val, method, budget, {}, init_seed, torch.device("cpu"), 0.0)
+        figures = {"val": 100.0 * info["best_val"]}
+        if regression:  # the library's scores of the restored best model on the validation part
+            per_task = task_scores(val, outputs(model, val, torch.device("cpu")), set())
+            figures.update({key: statistics.fmean(per_task[t][key] for t in regression) for key in ("mae", "r2")})
+        scores.append(figures)
+    return {key: statistics.fmean(f[key] for f in scores) for key in scores[0]}
 
 
 def main(argv=None) -> dict:
@@ -66,13 +73,20 @@ def main(argv=None) -> dict:
     for name, spec in args.variant:
         kwargs = json.loads(spec)
         start = time.perf_counter()
-        scores = [validation_accuracy(args.dataset, kwargs, s, s + o, args.full)
-                  for s in args.seeds for o in args.init_offsets]
+        runs = [validation_accuracy(args.dataset, kwargs, s, s + o, args.full)
+                for s in args.seeds for o in args.init_offsets]
+        scores = [run["val"] for run in runs]
         results[name] = {"kwargs": kwargs, "val_accuracy": scores, "mean": statistics.fmean(scores),
                          "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                          "seconds": time.perf_counter() - start}
+        extra = ""
+        for key in ("mae", "r2"):
+            if key in runs[0]:
+                values = [run[key] for run in runs]
+                results[name][f"val_{key}"] = values
+                extra += f" {key} {statistics.fmean(values):.3f} ({' '.join(f'{v:.3f}' for v in values)})"
         print(f"{args.dataset} {name:>24}: val {results[name]['mean']:6.2f} ± {results[name]['std']:5.2f} "
-              f"({' '.join(f'{s:.2f}' for s in scores)}) {results[name]['seconds']:.0f}s {kwargs}", flush=True)
+              f"({' '.join(f'{s:.2f}' for s in scores)}){extra} {results[name]['seconds']:.0f}s {kwargs}", flush=True)
         if args.out is not None:
             with args.out.open("a") as f:
                 f.write(json.dumps({"dataset": args.dataset, "name": name, "seeds": args.seeds,
