@@ -771,3 +771,32 @@ def test_concat_attention_readout_explains_with_the_all_node_attention(backend):
     weights = torch.stack(list(explanation["modality_weights"].values()), 1)  # [B, M]
     torch.testing.assert_close(weights.sum(1), torch.ones(5))
     assert (weights[~MIXED_MASK] == 0).all()
+
+
+def _fit_xor(gnn: nn.Module, steps: int = 300) -> float:
+    """Train ``gnn`` + a linear head, full batch, on label = XOR of the signs of two modalities; train accuracy."""
+    gen = torch.Generator().manual_seed(0)
+    x = {"a": torch.randn(256, 2, generator=gen), "b": torch.randn(256, 2, generator=gen)}
+    y = ((x["a"][:, 0] > 0) ^ (x["b"][:, 0] > 0)).long()
+    head = nn.Linear(16, 2)
+    opt = torch.optim.Adam([*gnn.parameters(), *head.parameters()], lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(head(gnn(x)), y).backward()
+        opt.step()
+    return (head(gnn(x)).argmax(1) == y).float().mean().item()
+
+
+def test_the_concat_readout_represents_an_interaction_without_message_passing():
+    """Issue 21, root cause 5 (docs/design.md): a linear readout (and a linear head) leave every interaction between
+    modalities to the GNN layers. With ``layers=0`` the concat readout alone must still learn an XOR of two
+    modalities; its linear path alone (the readout before ConcatProjection) cannot: it stays near chance."""
+    torch.manual_seed(0)
+    gnn = MultiModalGNN({"a": 2, "b": 2}, hidden=16, layers=0)
+    assert _fit_xor(gnn) >= 0.9
+    torch.manual_seed(0)
+    linear = MultiModalGNN({"a": 2, "b": 2}, hidden=16, layers=0)
+    for param in linear.readout.project.out.parameters():  # the readout as it was: its linear path only
+        param.data.zero_()
+        param.requires_grad_(False)
+    assert _fit_xor(linear) <= 0.7
