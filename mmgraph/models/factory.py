@@ -52,9 +52,8 @@ def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, en
       rule does not apply -> ``"conv1d"`` over the real steps, max-pooled to ``[B, D]`` for every fusion; with
       ``sequence_nodes="segments"`` a fusion that takes unaligned sequences (the GNN) gets :data:`SEGMENTS` temporal
       nodes instead (each the mean of an equal span of the sample's own duration, so padding never matters).
-      Pooled is the default because it is what learns today: on make_sentiment (600 utterances, 15 epochs) the
-      GNN reaches R² 0.85 pooled and 0.01 with segment nodes; on the planted event task of tests/test_defaults.py
-      0.94 pooled and 0.84 with segments;
+      Pooled is the default: with the GNN's first readouts segment nodes did not learn reliably, and with the
+      final one the two are level (figures in docs/data.md);
     * ``(T, F)`` float frames of other data sets -> a per-step ``"mlp"`` (embeddings ``[B, T, D]``, temporal nodes)
       when the fusion supports sequences and every modality is such a sequence of the same ``T`` (that ``T`` is
       kept as the model's ``fixed_steps``); otherwise ``"gru"`` pooling the sequence to ``[B, D]``;
