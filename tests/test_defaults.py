@@ -49,7 +49,9 @@ def _accuracy(columns: dict, y: np.ndarray, fusion: str, epochs: int, train: np.
     return evaluate(model, ds.subset(test))["label"]["accuracy"]
 
 
-@pytest.mark.parametrize("kind, epochs", [("text", 10), ("sequence", 20), ("image", 10)])
+# image: 20 epochs since the GNN's readout gained its MLP (issue 21): on this task's seeds 0-3 it reaches 0.62, 1.00,
+# 0.50, 0.56 after 10 epochs (the linear readout 1.00, 0.97, 1.00, 1.00) and 1.00 on all four after 20
+@pytest.mark.parametrize("kind, epochs", [("text", 10), ("sequence", 20), ("image", 20)])
 def test_default_pipeline_beats_each_modality_and_the_majority(kind, epochs):
     if kind == "text":
         pytest.importorskip("sentence_transformers")  # the default text encoder (else the vocabulary fallback)

@@ -25,7 +25,9 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 def _train(text_model, nodes="tokens"):
     ds = MultiModalDataset.from_columns({"text": TEXTS, "x": np.zeros((len(TEXTS), 2))}, LABELS)
     model = FusionModel.from_dataset(ds, "gnn", seed=0, text_model=text_model, text_nodes=nodes, dim=16)
-    fit(model, ds, epochs=3, batch_size=16, lr=1e-2, seed=0, progress=False)
+    # 12 steps: the GNN's readout MLP (issue 21) starts slower than the linear readout did on 6 (3 epochs: 0.875 of
+    # the training texts right, 'great film' still wrong; 5 epochs: all right)
+    fit(model, ds, epochs=6, batch_size=16, lr=1e-2, seed=0, progress=False)
     return model
 
 
