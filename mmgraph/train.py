@@ -10,4 +10,7 @@ from mmgraph.training import (CHECKPOINT_FORMAT, MONITORS, OPTIMIZERS, SCHEDULER
 __all__ = ["FitResult", "evaluate", "fit", "main", "predict"]
 
 if __name__ == "__main__":
+    from mmgraph.training.distributed import _end_worker_process
+
     main()
+    _end_worker_process()  # a finished torchrun worker exits now, skipping a teardown that can abort (no-op otherwise)

@@ -34,4 +34,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
+    from mmgraph.training.distributed import _end_worker_process
+
     main(Path(sys.argv[1]))
+    _end_worker_process()  # DDP processes can abort in interpreter teardown (see its docstring)

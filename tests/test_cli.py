@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -162,11 +161,10 @@ def test_resume_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_write_and_print_once(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "mmgraph.train",
+    # --standalone: torchrun binds a free port itself (a port probed here and released could be taken meanwhile,
+    # e.g. by the other torchrun test on the next xdist worker)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "mmgraph.train",
                "--dataset", "synthetic-interaction", "--samples", "300", "--fusion", "concat", "--dim", "16",
                "--epochs", "2", "--out", str(tmp_path / "run"), "--quiet"]
     completed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)

@@ -1,7 +1,6 @@
 """DistributedDataParallel under torchrun: 2 CPU processes on gloo."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,12 @@ from mmgraph.train import load_checkpoint
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_train_to_identical_parameters(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[1])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(tmp_path)]
+    # --standalone: torchrun binds a free port itself (no probe-and-release race with the CLI's torchrun test)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
+               str(tmp_path)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100)
     assert completed.returncode == 0, completed.stderr[-3000:]
 

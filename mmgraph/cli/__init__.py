@@ -41,4 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     prog = {"prog": f"mmgraph {args.command}"} if args.command != "train" else {}
     module.main(args.args, **prog)
+    if args.command == "train":  # a finished torchrun worker exits now (see _end_worker_process); else a no-op
+        from mmgraph.training.distributed import _end_worker_process
+
+        _end_worker_process()
     return 0

@@ -40,6 +40,28 @@ def _abandon_distributed() -> None:
         dist.destroy_process_group()
 
 
+def _end_worker_process() -> None:
+    """End a torchrun worker (``WORLD_SIZE > 1``) that has finished its run: flush the logs and streams, then
+    ``os._exit(0)``, skipping the interpreter's finalisation; a no-op outside torchrun.
+
+    Why: with torch 2.13 on CPU (gloo), a process that trained with DistributedDataParallel aborts during
+    interpreter finalisation in about one exit in four when two such jobs share the machine ("terminate called
+    without an active exception", SIGABRT, after every ``atexit`` handler ran), whether or not
+    ``destroy_process_group`` (with or without a barrier) was called; torchrun then reports the finished run as
+    failed. Measured on a bare 30-step DDP loop: 5 aborts in 20 runs with ``destroy_process_group``, 3 in 20 with a
+    barrier before it, 0 in 20 with this exit. Called only by the command-line entry points, after
+    :func:`_finish_distributed` and after every file of the run is written."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import logging
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _fit_device(device: str | torch.device, world: int) -> torch.device:
     resolved = resolve_device(device)
     if world > 1 and resolved.type == "cuda" and resolved.index is None:
