@@ -84,9 +84,10 @@ class GraphReadout(nn.Module):
 
     def _concat(self, h: Tensor, present: Tensor | None, node_type: Tensor) -> tuple[Tensor, Tensor]:
         """Per-modality attention pooling (and, for ``concat_attention``, pooling over all nodes as slot ``M``),
-        concatenated in modality order and through :class:`ConcatProjection`: ``h: [N, B, H]``, ``present: [N, B]`` or None,
-        ``node_type: [N]`` -> ``(fused [B, H], node weights [B, N])``: for ``concat_attention`` the all-node
-        attention weights (summing to 1), for ``concat`` each modality's (each present modality's summing to 1)."""
+        concatenated in modality order and through :class:`ConcatProjection`: ``h: [N, B, H]``, ``present:
+        [N, B]`` or None, ``node_type: [N]`` -> ``(fused [B, H], node weights [B, N])``: for
+        ``concat_attention`` the all-node attention weights (summing to 1), for ``concat`` each modality's (each
+        present modality's summing to 1)."""
         scores = self.aggr.gate_nn(h)  # [N, B, 1]; a module call (int8 quantisation can swap it)
         member = node_type.unsqueeze(-1) == torch.arange(self.num_types, device=h.device)  # [N, M]
         if self.with_all:
