@@ -4,7 +4,7 @@
         --variant base '{}' --variant sin '{"positional": "sinusoidal"}' [--full] [--init-offsets 0 100]
 
 Each variant is the comparison's ``gnn`` for the data set (:func:`mmgraph.evaluation.methods.resolve_method`: its
-GNN_KWARGS, plus ``temporal_window=2`` on sequence data) updated with the variant's JSON kwargs;
+GNN_KWARGS, plus ``temporal_window=TEMPORAL_WINDOW`` (4) on sequence data) updated with the variant's JSON kwargs;
 ``{"method": "concat"}`` runs another of the comparison's methods instead, as a reference. Per split seed ``s`` (the
 data set's own split and, for the synthetic sets, its data seed) and init seed ``s + offset``, the model is trained
 with the comparison's ``train_once`` (same encoders, budget, standardisation, early stopping on the validation

@@ -84,7 +84,7 @@ def test_sentiment_defaults_give_the_gnn_token_nodes_and_pooled_sequences(sentim
     specs = model.config()["encoders"]
     assert specs["text"]["name"] == "vocab_text" and specs["text"]["nodes"] == "tokens"
     assert specs["audio"] == {"name": "conv1d", "in_dim": 8}  # pooled: what learns (factory docstring)
-    assert model.config()["fusion_kwargs"]["temporal_window"] == 2
+    assert model.config()["fusion_kwargs"]["temporal_window"] == 4
     assert model.input_kinds == {"text": "text", "audio": "sequence", "visual": "sequence"}
 
 

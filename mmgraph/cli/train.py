@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="position codes added to sequence modalities' temporal nodes (default: sinusoidal; "
                           "none: nodes know no position)")
     gnn.add_argument("--temporal-window", type=_number(int, 0), default=None,
-                     help="sequence modalities: edges between steps up to this far apart (default: 2 when some "
+                     help="sequence modalities: edges between steps up to this far apart (default: 4 when some "
                           "modality gives temporal nodes)")
     gnn.add_argument("--edge-pruning", type=_number(float, 0, below=1), default=None,
                      help="GAT/GATv2: fraction of each node's in-edges dropped after every layer, lowest attention "

@@ -2,7 +2,8 @@
 
 * a registered fusion name (``concat``, ``late``, ``tfn``, ...): that fusion with its defaults;
 * ``gnn``: :class:`~mmgraph.gnn.MultiModalGNN`, GAT with 4 heads, 2 layers, concat readout, sinusoidal positions
-  (issue 21: docs/design.md); on data with sequence modalities also temporal edges between steps up to 2 apart
+  (issue 21: docs/design.md); on data with sequence modalities also temporal edges between steps up to
+  :data:`~mmgraph.models.factory.TEMPORAL_WINDOW` (4) apart
   (elsewhere none: they would only add unused relation weights);
 * ``gnn-no-temporal``: the same GNN without temporal edges (the control on sequence data);
 * ``gnn-temporal`` / ``gnn-frames-no-temporal`` (image + spectrogram data): the spectrogram as
@@ -17,12 +18,12 @@ from dataclasses import dataclass, field
 
 from mmgraph.data import MultiModalDataset
 from mmgraph.fusion import available_fusions
+from mmgraph.models.factory import TEMPORAL_WINDOW  # one default for from_dataset and the comparison
 
 __all__ = ["AUDIO_FRAMES", "FRAME_METHODS", "GNN_KWARGS", "SEQUENCE_METHODS", "Method", "available_methods",
            "default_methods", "is_audio_visual", "has_sequences", "resolve_method"]
 
 GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "concat", "positional": "sinusoidal"}
-TEMPORAL_WINDOW = 2
 AUDIO_FRAMES = 14  # the frame methods see the 112 spectrogram columns pooled into 14 frames of 8
 FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal")
 # on sequence benchmarks the fusions that read sequences compete
