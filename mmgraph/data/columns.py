@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["KINDS", "as_columns", "column_to_tensor", "from_columns", "pad_ragged"]
+__all__ = ["KINDS", "as_columns", "column_to_tensor", "every_entry_missing", "from_columns", "pad_ragged"]
 
 KINDS = ("vector", "sequence", "image", "text")
 
@@ -184,11 +184,19 @@ def _from_array(arg: str, name: str, array: np.ndarray, kind: str | None, mask: 
     return kind, torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)), torch.from_numpy(present), None
 
 
+def every_entry_missing(values: Any) -> bool:
+    """Whether a column is a non-empty list, tuple or object array of ``None`` only (a stream missing from every
+    sample): nothing to read a shape from. A data set refuses it; ``FusionModel.prepare`` builds a placeholder."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "O" and values.ndim == 1:
+        values = values.tolist()
+    return isinstance(values, (list, tuple)) and len(values) > 0 and all(entry is None for entry in values)
+
+
 def _check_column_list(arg: str, values: Sequence[Any]) -> list[Any]:
     entries = list(values)
     if not entries:
         raise ValueError(f"{arg}: expected at least one entry, got none")
-    if all(entry is None for entry in entries):
+    if every_entry_missing(entries):
         raise ValueError(f"{arg}: every entry is None (missing); a modality needs at least one present sample")
     return entries
 

@@ -79,7 +79,7 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
     """The body of :meth:`FusionModel.prepare <mmgraph.models.FusionModel.prepare>`: raw columns (or a data set)
     -> ``(inputs {m: Tensor[N, ...]}, mask {m: BoolTensor[N]}, step_mask {m: BoolTensor[N, T]} | None)`` with the
     model's kinds and fixed step counts."""
-    from mmgraph.data.columns import as_columns, column_to_tensor
+    from mmgraph.data.columns import as_columns, column_to_tensor, every_entry_missing
     from mmgraph.data.dataset import MultiModalDataset, _as_tensor
 
     if isinstance(columns, MultiModalDataset):
@@ -96,7 +96,7 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
             # the stored kind decides where the form alone is ambiguous (strings, [N, H, W] images); vector and
             # sequence arrays are read as they are, and a wrong shape meets the model's own shape checks
             kind = model.input_kinds.get(name) if name in model.modalities else None
-            if name in model.modalities and _every_entry_missing(values):  # e.g. one utterance without video
+            if name in model.modalities and every_entry_missing(values):  # e.g. one utterance without video
                 inputs[name], masks[name] = _placeholder(model, name, len(values)), torch.zeros(len(values),
                                                                                                 dtype=torch.bool)
                 continue
@@ -131,14 +131,6 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
     order = model.modalities
     return ({name: inputs[name] for name in order}, {name: masks[name] for name in order},
             {name: steps[name] for name in order if name in steps} or None)
-
-
-def _every_entry_missing(values: Any) -> bool:
-    """Whether a column is a non-empty list (or object array) of ``None`` only: a stream missing in every sample of
-    this batch, which :func:`~mmgraph.data.columns.column_to_tensor` cannot read (it learns shapes from entries)."""
-    if isinstance(values, np.ndarray) and values.dtype.kind == "O" and values.ndim == 1:
-        values = values.tolist()
-    return isinstance(values, (list, tuple)) and len(values) > 0 and all(entry is None for entry in values)
 
 
 def _placeholder(model, name: str, num_samples: int) -> Tensor:
