@@ -40,7 +40,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
 from mmgraph.data import MultiModalDataset, stratified_split
-from mmgraph.data.columns import as_columns
+from mmgraph.data.columns import as_columns, is_dataframe
 from mmgraph.data.dataset import _missing_label_rows
 from mmgraph.training.config import TrainConfig
 
@@ -255,7 +255,7 @@ def _is_raw(X) -> bool:
     """Whether ``X`` is raw columns (``MultiModalDataset.from_columns``' forms): a dict with a column that is not
     a numeric 2-D array (strings, ragged lists, ``None`` entries, images), or a DataFrame with a non-numeric
     column."""
-    if hasattr(X, "columns") and hasattr(X, "dtypes") and not scipy.sparse.issparse(X):
+    if is_dataframe(X):
         return any(dtype.kind not in "biufc" for dtype in X.dtypes)
     if not isinstance(X, Mapping) or scipy.sparse.issparse(X):
         return False

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["KINDS", "as_columns", "column_to_tensor", "every_entry_missing", "from_columns", "pad_ragged"]
+__all__ = ["KINDS", "as_columns", "column_to_tensor", "every_entry_missing", "from_columns", "is_dataframe",
+           "pad_ragged"]
 
 KINDS = ("vector", "sequence", "image", "text")
 
@@ -53,9 +54,14 @@ def pad_ragged(sequences: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.nda
     return padded, step_mask, mask
 
 
+def is_dataframe(value: Any) -> bool:
+    """Whether ``value`` is a pandas ``DataFrame`` (duck-typed: pandas is not a dependency)."""
+    return hasattr(value, "columns") and hasattr(value, "to_dict") and hasattr(value, "iloc")
+
+
 def as_columns(columns: Any, arg: str = "columns") -> dict[str, Any]:
     """``columns`` (a dict ``{modality: column}`` or a pandas ``DataFrame``, one column per modality) as a dict."""
-    if hasattr(columns, "columns") and hasattr(columns, "to_dict") and hasattr(columns, "iloc"):  # a DataFrame
+    if is_dataframe(columns):
         return {str(name): _series_values(columns[name]) for name in columns.columns}
     if not isinstance(columns, Mapping) or not columns:
         raise TypeError(f"{arg}: expected a non-empty dict {{modality: column}} or a pandas DataFrame, got "
@@ -138,7 +144,7 @@ def from_columns(cls, columns: Any, targets: Any = None, kinds: Mapping[str, str
     Returns:
         a :class:`~mmgraph.data.MultiModalDataset` whose ``kinds`` attribute records each modality's kind.
     """
-    if isinstance(targets, str) and hasattr(columns, "columns") and hasattr(columns, "iloc"):
+    if isinstance(targets, str) and is_dataframe(columns):
         if targets not in columns.columns:
             raise ValueError(f"targets: no column {targets!r} in the DataFrame; its columns are "
                              f"{[str(c) for c in columns.columns]}")

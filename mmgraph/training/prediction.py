@@ -53,13 +53,14 @@ def predict(model: nn.Module, data, batch_size: int = 256, device: str | torch.d
     to float; only the modalities whose encoder embeds token ids take them as ids.
     """
     from mmgraph.data import MultiModalDataset
+    from mmgraph.data.columns import is_dataframe
 
     _check_int("batch_size", batch_size, 1)
     if logits and proba:
         raise ValueError("logits, proba: pick one; logits=True gives raw scores, proba=True probabilities")
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     tasks = _model_tasks(raw_model)
-    columns = isinstance(data, Mapping) or _is_dataframe(data)
+    columns = isinstance(data, Mapping) or is_dataframe(data)
     if not columns and step_mask is not None:
         raise ValueError("step_mask: only used with a dict of columns; a MultiModalDataset carries its own step "
                          "masks")
@@ -172,10 +173,6 @@ def _model_class_ids(model: nn.Module, dataset, task: str) -> Tensor:
                          f"are {model_names}")
     to_model = torch.tensor([lookup[name] for name in dataset.class_names[task]], dtype=torch.long)  # per class
     return to_model[targets]
-
-
-def _is_dataframe(data: Any) -> bool:
-    return hasattr(data, "columns") and hasattr(data, "iloc") and hasattr(data, "to_dict")
 
 
 def _test_time_mask(data, mask) -> Tensor:
