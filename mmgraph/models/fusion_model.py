@@ -30,7 +30,7 @@ from mmgraph.data.dataset import _check_class_names
 from mmgraph.data.transforms import drop_modalities
 from mmgraph.fusion import build_fusion, check_mask, fusion_class
 from mmgraph.models import factory
-from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape,
+from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape, _shape_text,
                                            check_input_kinds, prepare)
 from mmgraph.models.serialization import load_model, save_model
 from mmgraph.utils import check_int as _check_int
@@ -456,8 +456,7 @@ def _check_input(name: str, x: Tensor, spec: Mapping[str, Any] | None) -> None:
     if spec is None:
         return
     if spec["dtype"] == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
-        sizes = ", ".join(["B", *("*" if s is None else str(s) for s in spec["shape"])])
-        raise TypeError(f"inputs[{name!r}]: expected integer token ids [{sizes}], got "
+        raise TypeError(f"inputs[{name!r}]: expected integer token ids [{_shape_text(spec['shape'])}], got "
                         f"{str(x.dtype).removeprefix('torch.')} of shape {tuple(x.shape)}; this modality's encoder "
                         "embeds ids, it does not take float features")
     if not tracing():

@@ -47,12 +47,16 @@ def _check_standardized_shape(name: str, x: Tensor, mean: Tensor) -> None:
     _check_input_shape(name, x, [None if m == 1 else m for m in mean.shape[1:]])
 
 
+def _shape_text(shape: Sequence[int | None]) -> str:
+    """A per-sample shape as an error message writes it, batch first: ``[None, 8]`` -> ``"B, *, 8"``."""
+    return ", ".join(["B", *("*" if s is None else str(s) for s in shape)])
+
+
 def _check_input_shape(name: str, x: Tensor, shape: Sequence[int | None]) -> None:
     """``inputs[name]: [B, *shape]`` (None in ``shape`` = any size), whatever the rank of ``x``."""
     if x.dim() != len(shape) + 1 or any(s is not None and s != n for s, n in zip(shape, x.shape[1:])):
-        expected = ", ".join(["B", *("*" if s is None else str(s) for s in shape)])
-        raise ValueError(f"inputs[{name!r}]: expected shape [{expected}] (the shape the model was trained on), got "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"inputs[{name!r}]: expected shape [{_shape_text(shape)}] (the shape the model was trained "
+                         f"on), got {tuple(x.shape)}")
 
 
 # ---------------------------------------------------------------------------------------------------- raw columns
