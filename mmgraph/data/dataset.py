@@ -302,14 +302,20 @@ def _as_feature_tensors(features: Mapping[str, ArrayLike]) -> dict[str, Tensor]:
     return tensors
 
 
+def _chunk_rows(x: Tensor, values: int) -> int:
+    """Samples per chunk so that a chunk of ``x [N, ...]`` holds about ``values`` values (at least one sample): what
+    the passes over a whole modality (non-finite check, standardisation statistics) read at a time, so that no
+    full-size temporary exists and a memory-mapped array is read, never copied."""
+    return max(1, values // max(1, x[0].numel() if len(x) else 1))
+
+
 def _check_features(features: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
     """Float32 / int64 copies of ``features``; non-finite values are allowed only where ``mask`` is False."""
     checked: dict[str, Tensor] = {}
     for m, (name, x) in enumerate(features.items()):
         if x.is_floating_point() or x.dtype == torch.bool:
             x = x.float()
-            # in chunks of ~2**18 values: no full-size temporary (a memory-mapped array is read, never copied)
-            rows = max(1, 2**18 // max(1, x[0].numel() if len(x) else 1))
+            rows = _chunk_rows(x, 2**18)
             bad = torch.cat([(~torch.isfinite(x[i:i + rows])).flatten(1).any(1) for i in range(0, len(x), rows)]
                             or [torch.zeros(0, dtype=torch.bool)]) & mask[:, m]
             if bool(bad.any()):

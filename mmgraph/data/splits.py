@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmgraph.data.dataset import ArrayLike, MultiModalDataset, _as_tensor
+from mmgraph.data.dataset import ArrayLike, MultiModalDataset, _as_tensor, _chunk_rows
 
 __all__ = ["standardization_stats", "standardize", "stratified_split"]
 
@@ -111,7 +111,7 @@ def _moments(dataset: MultiModalDataset, name: str, eps: float) -> tuple[Tensor,
     steps = (dataset.step_mask or {}).get(name)
     axis = 1 if x.ndim == 4 else x.ndim - 1  # channels of images, last axis otherwise
     dims = [d for d in range(x.ndim) if d != axis]
-    rows = max(1, _STATS_CHUNK // max(1, x[0].numel() if len(x) else 1))
+    rows = _chunk_rows(x, _STATS_CHUNK)
 
     def chunks():
         """``(values, weight)`` float64 ``[n, ...]`` per chunk of samples; masked entries (NaN placeholders) -> 0."""
