@@ -20,6 +20,7 @@ from torch import nn
 
 from mmgraph.data import registry
 from mmgraph.data.registry import BUILTIN_DATASETS
+from mmgraph.models.factory import TEMPORAL_WINDOW
 from mmgraph.training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
 from mmgraph.training.distributed import _abandon_distributed, _finish_distributed
 from mmgraph.training.loop import FitResult, fit
@@ -137,8 +138,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="position codes added to sequence modalities' temporal nodes (default: sinusoidal; "
                           "none: nodes know no position)")
     gnn.add_argument("--temporal-window", type=_number(int, 0), default=None,
-                     help="sequence modalities: edges between steps up to this far apart (default: 4 when some "
-                          "modality gives temporal nodes)")
+                     help=f"sequence modalities: edges between steps up to this far apart (default: {TEMPORAL_WINDOW} "
+                          "when some modality gives temporal nodes)")
     gnn.add_argument("--edge-pruning", type=_number(float, 0, below=1), default=None,
                      help="GAT/GATv2: fraction of each node's in-edges dropped after every layer, lowest attention "
                           "first (MTAG-style; default 0 = off)")
