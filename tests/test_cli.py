@@ -77,6 +77,8 @@ def test_cli_trains_on_a_user_npz_with_gnn_options(tmp_path, capsys):
     (["--fusion", "concat", "--conv", "gcn"], "--conv: GNN options need --fusion gnn"),
     (["--edge-pruning", "1"], "argument --edge-pruning: expected a number >= 0 and < 1, got '1'"),
     (["--edge-pruning", "0.5", "--conv", "gcn"], "edge_pruning: ranks edges by attention"),
+    (["--gnn-dropout", "1"], "argument --gnn-dropout: expected a number >= 0 and < 1, got '1'"),
+    (["--fusion", "concat", "--gnn-dropout", "0"], "--gnn-dropout: GNN options need --fusion gnn"),
     (["--targets", "intent"], r"has no target arrays ['intent'] (--targets)"),
     (["--fusion", "nope"], "nope"),
 ])
@@ -400,3 +402,11 @@ def test_cli_positional_reaches_the_gnn_and_none_turns_positions_off(tmp_path):
         assert (model.fusion.gnn.positional is None) == (expected is None)
     with pytest.raises(SystemExit):
         main(common + ["--fusion", "concat", "--positional", "learned", "--out", str(tmp_path / "c")])
+
+
+def test_cli_gnn_dropout_reaches_the_gnn(tmp_path):
+    main(["--dataset", "synthetic-interaction", "--samples", "120", "--fusion", "gnn", "--dim", "16", "--epochs", "1",
+          "--quiet", "--gnn-dropout", "0.3", "--out", str(tmp_path / "r"), "--save-model", str(tmp_path / "m")])
+    model = FusionModel.load(tmp_path / "m")
+    assert model.config()["fusion_kwargs"]["dropout"] == 0.3
+    assert all(layer.dropout == 0.3 for layer in model.fusion.gnn.layers)

@@ -242,9 +242,26 @@ def _rewrite_metadata(path: Path, **changes: str) -> None:
     save_file(tensors, str(path), metadata)
 
 
+def _resign(path):
+    """Recompute the file's checksum, as the mmgraph that wrote its metadata would have."""
+    from safetensors import safe_open
+
+    from mmgraph.models.serialization import content_digest
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    _rewrite_metadata(path, sha256=content_digest(tensors, metadata))
+
+
 def test_model_file_of_a_newer_format_says_upgrade(tmp_path):
     path = _small_model().save(tmp_path / "m.mmgraph")
     _rewrite_metadata(path, format_version="3")
+    # the version is covered by the checksum: changed without it, the file is corrupt (a flipped bit, not a newer
+    # mmgraph), and the message still names the format it claims
+    with pytest.raises(CorruptFileError, match=r"m.mmgraph: corrupt file: the SHA-256 .* claims model format 3"):
+        FusionModel.load(path)
+    _resign(path)  # as a newer mmgraph writes it
     with pytest.raises(IncompatibleFileError, match=r"m.mmgraph: written by a newer mmgraph \(model format 3; .*"
                                                     r"upgrade mmgraph"):
         FusionModel.load(path)

@@ -140,6 +140,7 @@ def outputs_and_gradients(model, inputs, mask=None, step_mask=None, call=None):
     loss on it w.r.t. every parameter and input."""
     inputs = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
     model.zero_grad()
+    torch.manual_seed(0)  # the same dropout draw on every path (they draw the same mask from the same seed)
     out = (model if call is None else call)(inputs, mask, step_mask)
     out.pow(2).sum().backward()
     return out.detach(), {name: p.grad for name, p in model.named_parameters()} | {
@@ -206,6 +207,7 @@ def test_explanations_agree_between_dense_and_sparse(conv):
     mask = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, True]])
     step_mask = {"a": torch.arange(6).expand(5, 6) < torch.tensor([[6], [1], [3], [5], [2]])}
     expected, explained = (model.explain(seq_inputs(), mask, step_mask) for model in (dense, sparse))
+    assert dense.training and sparse.training  # explain ran in eval mode (no dropout draw) and restored the mode
     for layer, (want, got) in enumerate(zip(expected["edges"], explained["edges"])):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=f"layer {layer}")
     torch.testing.assert_close(explained["readout"], expected["readout"], atol=1e-5, rtol=0)
@@ -257,6 +259,8 @@ def test_edge_pruning_changes_the_output_and_zero_pruning_changes_nothing():
     unpruned.edge_pruning = 0.0
     reference = MultiModalGNN(SEQ, hidden=8, heads=2, layers=3, temporal_window=2)
     reference.load_state_dict(model.state_dict())  # the same parameters: pruning adds none
+    for module in (model, unpruned, reference):
+        module.eval()  # no dropout draw
     torch.testing.assert_close(unpruned(seq_inputs(), mask, step_mask), reference(seq_inputs(), mask, step_mask))
     assert not torch.allclose(model(seq_inputs(), mask, step_mask), reference(seq_inputs(), mask, step_mask))
 

@@ -143,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     gnn.add_argument("--edge-pruning", type=_number(float, 0, below=1), default=None,
                      help="GAT/GATv2: fraction of each node's in-edges dropped after every layer, lowest attention "
                           "first (MTAG-style; default 0 = off)")
+    gnn.add_argument("--gnn-dropout", type=_number(float, 0, below=1), default=None,
+                     help="dropout on each message-passing layer's update (default 0.1)")
     parser.add_argument("--val-size", type=_number(float, 0, strict=True, below=1), default=DEFAULTS["val_size"],
                         help="fraction of the training part held out for validation")
     parser.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
@@ -323,13 +325,15 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, o
 
     _prepare_out(parser, args, out)
     gnn_options = {key: value for key in ("conv", "layers", "heads", "relations", "readout", "positional",
-                                          "temporal_window", "edge_pruning")
+                                          "temporal_window", "edge_pruning", "gnn_dropout")
                    if (value := getattr(args, key)) is not None}
     if gnn_options.get("positional") == "none":
         gnn_options["positional"] = None
     if gnn_options and args.fusion != "gnn":
         parser.error(f"--{'/--'.join(k.replace('_', '-') for k in gnn_options)}: GNN options need --fusion gnn, "
                      f"got --fusion {args.fusion}")
+    if "gnn_dropout" in gnn_options:  # MultiModalGNN's ``dropout`` (the flag says whose: --modality-dropout is another)
+        gnn_options["dropout"] = gnn_options.pop("gnn_dropout")
     try:
         dataset = (load_dataset(args.dataset, seed=args.seed, samples=args.samples,
                                 data_dir=args.data_dir) if args.data is None

@@ -11,7 +11,7 @@ from mmgraph.fusion.base import FusionBase, register_fusion
 
 # MultiModalGNN's defaults before issue 21, for the settings whose default it changed: a model file of format 1
 # (mmgraph.models.MODEL_FORMAT; format 1 = mmgraph 0.1.0) that left them unset was written by a model that used these.
-FORMAT_1_GNN_DEFAULTS: dict[str, Any] = {"readout": "attention", "positional": None}
+FORMAT_1_GNN_DEFAULTS: dict[str, Any] = {"readout": "attention", "positional": None, "dropout": 0.0}
 
 
 def format_1_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -156,7 +156,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], li
             if metadata.get("format") != _MAGIC:
                 raise CorruptFileError(f"{path}: not an mmgraph model file (no mmgraph metadata), or its header is "
                                        "corrupt")
-            _check_version(path, metadata.get("format_version"))
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         if isinstance(error, (CorruptFileError, IncompatibleFileError)):
@@ -164,9 +163,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], li
         first = str(error).splitlines()[0] if str(error) else ""
         raise CorruptFileError(f"{path}: corrupt or truncated model file ({size} bytes), cannot be read: "
                                f"{type(error).__name__}: {first}") from error
+    # the checksum (which covers format_version) before the version: a flipped bit in the version is corruption,
+    # not a newer mmgraph. A newer format keeps this checksum; if it ever did not, the message says so.
     if content_digest(tensors, metadata) != metadata.get("sha256"):
+        newer = _newer_format(metadata.get("format_version"))
         raise CorruptFileError(f"{path}: corrupt file: the SHA-256 of its tensors and metadata does not match the "
-                               "one recorded when it was written")
+                               "one recorded when it was written" + (
+                                   f" (it claims model format {newer}, newer than this mmgraph's {MODEL_FORMAT}: "
+                                   "if a newer mmgraph wrote it, upgrade mmgraph to read it)" if newer else ""))
+    _check_version(path, metadata.get("format_version"))
     try:
         config = json.loads(metadata["config"])
         versions = json.loads(metadata.get("versions", "{}"))
@@ -176,6 +181,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], li
     if not isinstance(config, dict):
         raise CorruptFileError(f"{path}: corrupt metadata: config is a {type(config).__name__}, not a dict")
     return config, tensors, list(int8_layers), versions
+
+
+def _newer_format(version: Any) -> int | None:
+    """``version`` as an int when it is a format newer than :data:`MODEL_FORMAT`, else None."""
+    try:
+        number = int(version)
+    except (TypeError, ValueError):
+        return None
+    return number if number > MODEL_FORMAT else None
 
 
 def _check_version(path: Path, version: Any) -> None:
