@@ -125,6 +125,10 @@ def test_prepare_reports_the_modality_and_never_dumps_arrays(sentiment_model):
     with pytest.raises(ValueError, match="kinds\\['text'\\]: 'text' given") as error:
         model.prepare({**new, "text": [np.ones(2)] * 3})
     assert "array(" not in str(error.value)
+    # strings where a sequence was trained: the message says so, instead of a shape error about code points
+    with pytest.raises(TypeError, match=r"columns\['audio'\]: got strings, but the model was trained on sequence "
+                                        r"input for 'audio' \(shape \[B, \*, 8\]\)"):
+        model.prepare({**new, "audio": ["loud", "soft", "flat"]})
     inputs, mask, step_mask = model.prepare(new)
     assert inputs["text"].dtype == torch.int64 and set(step_mask) == {"audio", "visual"}
     assert mask["visual"].tolist() == [v is not None for v in new["visual"]]

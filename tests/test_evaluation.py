@@ -304,6 +304,18 @@ def test_python_m_mmgraph_lists_the_subcommands_and_train_still_works_under_it(t
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset"] == "synthetic-interaction"
 
 
+def test_each_subcommand_names_itself_in_help_and_errors(capsys):
+    from mmgraph.cli import main as cli_main
+
+    for command in ("train", "compare", "predict"):
+        with pytest.raises(SystemExit):
+            cli_main([command, "--help"])
+        assert capsys.readouterr().out.startswith(f"usage: mmgraph {command} ")
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--epochs", "0"])
+    assert "mmgraph train: error: argument --epochs" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
                     reason="av-digits needs the optional espeakng-loader package (mmgraph[data])")
 def test_the_training_command_loads_every_registered_data_set_av_digits_included():

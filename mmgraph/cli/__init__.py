@@ -39,8 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mmgraph COMMAND ARGS...``; returns the exit status (0), usage errors exit with 2."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     module = importlib.import_module(COMMANDS[args.command][0])
-    prog = {"prog": f"mmgraph {args.command}"} if args.command != "train" else {}
-    module.main(args.args, **prog)
+    module.main(args.args, prog=f"mmgraph {args.command}")
     if args.command == "train":  # a finished torchrun worker exits now (see _end_worker_process); else a no-op
         from mmgraph.training.distributed import _end_worker_process
 

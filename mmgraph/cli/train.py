@@ -97,9 +97,9 @@ _READOUTS = ("mean", "max", "sum", "attention", "concat", "concat_attention")
 _POSITIONALS = ("sinusoidal", "learned")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m mmgraph.train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mmgraph.train",
+        prog=prog,
         description="Train a FusionModel on a benchmark dataset or your own .npz: stratified 80/20 train/test split "
                     "with a validation part carved from train, standardised with train statistics, early stopping "
                     "on validation, metrics on test. Writes DIR/checkpoint.pt, DIR/metrics.csv (per epoch) and "
@@ -285,12 +285,13 @@ def _unlock_out(out: Path, descriptor: int | None) -> None:
         os.close(descriptor)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    """Run the CLI; returns what it writes to ``metrics.json`` (None on ranks other than 0 under torchrun).
+def main(argv: list[str] | None = None, prog: str = "python -m mmgraph.train") -> dict[str, Any] | None:
+    """Run the CLI (``prog``: the program name in help and errors; ``mmgraph train`` passes its own); returns what
+    it writes to ``metrics.json`` (None on ranks other than 0 under torchrun).
 
     The run holds an exclusive lock on ``--out`` from start to end (``run.lock``): a second run into the same
     folder is refused (exit 2) naming the lock file and the process that holds it."""
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if args.explain < 0 or (args.explain and args.fusion != "gnn"):
         parser.error(f"--explain: expected N >= 0 with --fusion gnn, got {args.explain} with {args.fusion!r}")

@@ -108,8 +108,13 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
                 inputs[name] = torch.as_tensor(np.asarray(values)).long()  # token ids stay ids
                 masks[name] = torch.ones(len(inputs[name]), dtype=torch.bool)
                 continue
-            _, inputs[name], masks[name], found = column_to_tensor(
+            read, inputs[name], masks[name], found = column_to_tensor(
                 name, values, kind if kind in ("text", "image") else None)
+            if read == "text" and kind is not None and kind != "text":  # strings where numbers were trained
+                shape = getattr(model, "input_spec", {}).get(name, {}).get("shape")
+                raise TypeError(f"columns[{name!r}]: got strings, but the model was trained on {kind} input for "
+                                f"{name!r}" + (f" (shape [{_shape_text(shape)}])" if shape is not None else "")
+                                + "; give numbers")
             if found is not None:
                 steps[name] = found
         if mask is not None:
