@@ -195,12 +195,13 @@ def _newer_format(version: Any) -> int | None:
 def _check_version(path: Path, version: Any) -> None:
     """Refuse a format this version cannot read, saying which and what to do."""
     try:
-        number = int(version)
+        int(version)
     except (TypeError, ValueError):
         raise CorruptFileError(f"{path}: model file format {version!r} is not a number; the header is "
                                "corrupt") from None
-    if number > MODEL_FORMAT:
-        raise IncompatibleFileError(f"{path}: written by a newer mmgraph (model format {number}; this mmgraph "
+    newer = _newer_format(version)
+    if newer is not None:
+        raise IncompatibleFileError(f"{path}: written by a newer mmgraph (model format {newer}; this mmgraph "
                                     f"reads formats 1 to {MODEL_FORMAT}); upgrade mmgraph to read it")
 
 
