@@ -1,9 +1,12 @@
-"""Small shared helpers: device selection, seeding, whether torch.compile / torch.export is tracing, how an
-unexpected argument is described in error messages, and the argument checks every module uses."""
+"""Small shared helpers: device selection, seeding, whether torch.compile / torch.export is tracing, a module in
+eval mode for one block, how an unexpected argument is described in error messages, and the argument checks every
+module uses."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -39,6 +42,18 @@ def exporting() -> bool:
 def tracing() -> bool:
     """True while ``torch.compile``/``torch.export`` traces (no data-dependent Python branches then)."""
     return torch.compiler.is_compiling() or exporting()
+
+
+@contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` (every submodule) in eval mode inside the ``with`` block; its training mode is restored after it,
+    also when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def describe(value: object) -> str:

@@ -227,3 +227,19 @@ def test_fusion_model_reads_what_a_fusion_supports_from_its_class_not_its_name(m
         FusionModel(_encoders(), "concat", {"label": 2}, dim=DIM).explain(_inputs(3))
     with pytest.raises(TypeError, match="supports_unaligned is False"):
         fusion_class("concat")(3, DIM).fuse_unaligned({"text": torch.zeros(2, DIM)})
+
+
+def test_eval_mode_switches_every_submodule_and_restores_the_mode_also_after_an_error():
+    from mmgraph.utils import eval_mode
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    with eval_mode(model):
+        assert not model.training and not model[1].training
+    assert model.training and model[1].training
+    with pytest.raises(RuntimeError, match="inside"), eval_mode(model):
+        raise RuntimeError("inside")
+    assert model.training and model[1].training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training and not model[1].training

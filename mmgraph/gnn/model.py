@@ -36,6 +36,7 @@ from mmgraph.gnn.sparse import dense_coefficients, neighbour_lists, prune_lists,
 from mmgraph.gnn.validation import (check_choice, check_inputs, check_mask, check_step_mask, check_values,
                                     tracing)
 from mmgraph.graph import GraphLayout, ModalityGraph, Relation
+from mmgraph.utils import eval_mode
 
 CONVS = ("gcn", "gat", "gatv2", "sage")
 READOUTS = ("mean", "max", "sum", "attention", "concat", "concat_attention")
@@ -252,16 +253,12 @@ class MultiModalGNN(nn.Module):
         dropout draw; the module's mode is restored), as :meth:`FusionModel.explain
         <mmgraph.models.FusionModel.explain>`.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             h, node_mask, layout = self._embed(inputs, mask, step_mask)
             path = self.message_path(layout)
             if path == "pyg":
                 path = self._auto_path(layout)
             _, edges, readout = self._node_major(h, node_mask, layout, path, explain=True)
-        finally:
-            self.train(was_training)
         if node_mask is None:  # h is node-major [N, B, H]; the mask is [B, N]
             node_mask = torch.ones(h.shape[1], h.shape[0], dtype=torch.bool, device=h.device)
         return {

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mmgraph.io import write_atomic
+from mmgraph.utils import eval_mode
 
 __all__ = ["export_onnx"]
 
@@ -46,16 +47,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: Mapping[str, 
                          f"{sorted(inputs) if isinstance(inputs, Mapping) else type(inputs).__name__}")
     inputs = {name: inputs[name] for name in modalities}
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    was_training = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notes on torch internals, not the user's code
-            program = torch.onnx.export(model, (), kwargs={"inputs": inputs}, dynamo=True, verbose=False,
-                                        output_names=list(tasks),
-                                        dynamic_shapes={"inputs": {name: {0: batch} for name in inputs}})
-    finally:
-        model.train(was_training)
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on torch internals, not the user's code
+        program = torch.onnx.export(model, (), kwargs={"inputs": inputs}, dynamo=True, verbose=False,
+                                    output_names=list(tasks),
+                                    dynamic_shapes={"inputs": {name: {0: batch} for name in inputs}})
     program.model.metadata_props.update({
         "mmgraph.class_names": json.dumps(dict(getattr(model, "class_names", {}))),
         "mmgraph.tasks": json.dumps(tasks), "mmgraph.modalities": json.dumps(modalities),

@@ -34,7 +34,7 @@ from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _chec
                                            check_input_kinds, prepare)
 from mmgraph.models.serialization import load_model, save_model
 from mmgraph.utils import check_int as _check_int
-from mmgraph.utils import describe, tracing
+from mmgraph.utils import describe, eval_mode, tracing
 
 __all__ = ["FusionModel"]
 
@@ -276,12 +276,8 @@ class FusionModel(nn.Module):
             inputs = {name: x.to(device) for name, x in inputs.items()}
             mask = {name: m.to(device) for name, m in mask.items()}
             step_mask = None if step_mask is None else {name: m.to(device) for name, m in step_mask.items()}
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             nodes, node_mask, node_steps = self._encode(inputs, mask, step_mask)
-        finally:
-            self.train(was_training)
         if node_mask is None:  # explicit, so every explanation carries a [B, M] node mask
             first = next(iter(nodes.values())) if isinstance(nodes, Mapping) else nodes
             node_mask = torch.ones(first.shape[0], len(self.modalities), dtype=torch.bool, device=first.device)

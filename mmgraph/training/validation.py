@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmgraph.metrics import confusion_metrics, regression_from_sums, regression_sums
+from mmgraph.utils import eval_mode
 
 REGRESSION_SUMS = 5  # the length of mmgraph.metrics.regression_sums
 
@@ -42,31 +43,29 @@ def _validate(model: nn.Module, val, tasks: dict[str, int], weights: dict[str, f
     Returns ``{"val_loss", "val_<task>_accuracy" / "_macro_recall" / "_macro_f1" (classification) or
     "val_<task>_mse" (regression), "val_accuracy" (mean over classification tasks)}``.
     """
-    was_training = model.training
-    model.eval()
-    indices = torch.arange(rank, len(val), world)
-    stats = {task: torch.zeros(classes * classes if classes else REGRESSION_SUMS, dtype=torch.float64, device=device)
-             for task, classes in tasks.items()}
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    step = max(batch_size, 256)
-    for start in range(0, len(indices), step):
-        batch = val[indices[start:start + step]].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = model(batch.inputs, batch.named_mask, batch.step_mask)
-        loss_sum += _task_loss(outputs, batch.targets, tasks, weights, reduction="sum").double()
-        for task, classes in tasks.items():
-            target, output = batch.targets[task], outputs[task].float()
-            if classes:
-                cells = target.long() * classes + output.argmax(-1)
-                stats[task] += torch.bincount(cells, minlength=classes * classes).double()
-            else:
-                stats[task] += regression_sums(target.float(), output.squeeze(-1))
-    names = list(stats)
-    flat = torch.cat([loss_sum.view(1)] + [stats[t] for t in names])
-    if world > 1:
-        dist.all_reduce(flat)
-    flat = flat.cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        indices = torch.arange(rank, len(val), world)
+        stats = {task: torch.zeros(classes * classes if classes else REGRESSION_SUMS, dtype=torch.float64,
+                                   device=device) for task, classes in tasks.items()}
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        step = max(batch_size, 256)
+        for start in range(0, len(indices), step):
+            batch = val[indices[start:start + step]].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                outputs = model(batch.inputs, batch.named_mask, batch.step_mask)
+            loss_sum += _task_loss(outputs, batch.targets, tasks, weights, reduction="sum").double()
+            for task, classes in tasks.items():
+                target, output = batch.targets[task], outputs[task].float()
+                if classes:
+                    cells = target.long() * classes + output.argmax(-1)
+                    stats[task] += torch.bincount(cells, minlength=classes * classes).double()
+                else:
+                    stats[task] += regression_sums(target.float(), output.squeeze(-1))
+        names = list(stats)
+        flat = torch.cat([loss_sum.view(1)] + [stats[t] for t in names])
+        if world > 1:
+            dist.all_reduce(flat)
+        flat = flat.cpu()
 
     record = {"val_loss": flat[0].item() / max(len(val), 1)}
     offset = 1
