@@ -166,10 +166,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], li
     # the checksum (which covers format_version) before the version: a flipped bit in the version is corruption,
     # not a newer mmgraph. A newer format keeps this checksum; if it ever did not, the message says so.
     if content_digest(tensors, metadata) != metadata.get("sha256"):
-        newer = _newer_format(metadata.get("format_version"))
+        claimed = _format_number(metadata.get("format_version"))
+        newer = claimed is not None and claimed > MODEL_FORMAT
         raise CorruptFileError(f"{path}: corrupt file: the SHA-256 of its tensors and metadata does not match the "
                                "one recorded when it was written" + (
-                                   f" (it claims model format {newer}, newer than this mmgraph's {MODEL_FORMAT}: "
+                                   f" (it claims model format {claimed}, newer than this mmgraph's {MODEL_FORMAT}: "
                                    "if a newer mmgraph wrote it, upgrade mmgraph to read it)" if newer else ""))
     _check_version(path, metadata.get("format_version"))
     try:
@@ -183,25 +184,21 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], li
     return config, tensors, list(int8_layers), versions
 
 
-def _newer_format(version: Any) -> int | None:
-    """``version`` as an int when it is a format newer than :data:`MODEL_FORMAT`, else None."""
+def _format_number(version: Any) -> int | None:
+    """The recorded ``format_version`` as an int, None when it is not a number."""
     try:
-        number = int(version)
+        return int(version)
     except (TypeError, ValueError):
         return None
-    return number if number > MODEL_FORMAT else None
 
 
 def _check_version(path: Path, version: Any) -> None:
     """Refuse a format this version cannot read, saying which and what to do."""
-    try:
-        int(version)
-    except (TypeError, ValueError):
-        raise CorruptFileError(f"{path}: model file format {version!r} is not a number; the header is "
-                               "corrupt") from None
-    newer = _newer_format(version)
-    if newer is not None:
-        raise IncompatibleFileError(f"{path}: written by a newer mmgraph (model format {newer}; this mmgraph "
+    number = _format_number(version)
+    if number is None:
+        raise CorruptFileError(f"{path}: model file format {version!r} is not a number; the header is corrupt")
+    if number > MODEL_FORMAT:
+        raise IncompatibleFileError(f"{path}: written by a newer mmgraph (model format {number}; this mmgraph "
                                     f"reads formats 1 to {MODEL_FORMAT}); upgrade mmgraph to read it")
 
 
