@@ -12,26 +12,32 @@ the test part is evaluated once per trained model. Prints mean ± std (over all 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 
 
-def run_accuracy(dataset: str, method: str, seed: int, init_seed: int, epochs: int, patience: int) -> float:
+def run_accuracy(dataset: str, method: str, seed: int, init_seed: int, epochs: int | None,
+                 patience: int | None) -> float:
+    """Mean test accuracy of ``method`` over the splits of ``seed``, trained from ``init_seed`` with the ``full``
+    protocol's budget as compare_fusion.py applies it to ``dataset`` (``epochs``/``patience`` override it)."""
     import torch
 
     from mmgraph.data import load_dataset_with_split, standardize
     from mmgraph.evaluation.methods import has_sequences, resolve_method
-    from mmgraph.evaluation.protocol import Budget, make_protocol, splits
-    from mmgraph.evaluation.runner import score, train_once
-    from mmgraph.training import TrainConfig
+    from mmgraph.evaluation.protocol import make_protocol, splits
+    from mmgraph.evaluation.runner import budget_for, score, train_once
 
     torch.set_num_threads(1)
     data, published = load_dataset_with_split(dataset, seed=seed)  # the seed reaches the synthetic sets only
+    protocol = make_protocol("full", epochs=epochs)
+    budget = budget_for(data, protocol.budget)  # image + spectrogram data: the comparison's (epochs, patience)
+    if patience is not None:
+        budget = dataclasses.replace(budget, train=dataclasses.replace(budget.train, patience=patience))
     accuracies = []
-    for train_idx, val_idx, test_idx in splits(data, seed, make_protocol("full").preset(dataset).folds, published):
+    for train_idx, val_idx, test_idx in splits(data, seed, protocol.preset(dataset).folds, published):
         train, val, test = standardize(data.subset(train_idx), data.subset(val_idx), data.subset(test_idx))
-        budget = Budget(TrainConfig(epochs=epochs, patience=patience))
         model, _ = train_once(train, val, resolve_method(method, has_sequences(data)), budget, {}, init_seed,
                               torch.device("cpu"), 0.0)
         accuracies.append(score(model, test, torch.device("cpu")))
@@ -44,17 +50,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--methods", nargs="+", default=["concat", "gnn", "sum", "cross_attention"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--init-offsets", nargs="+", type=int, default=[0, 100])
-    parser.add_argument("--epochs", type=int, default=None, help="default: compare_fusion.py --full's")
-    parser.add_argument("--patience", type=int, default=None, help="default: compare_fusion.py --full's")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: compare_fusion.py --full's for the data set (image + audio data: 40)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="default: compare_fusion.py --full's for the data set (image + audio data: 8)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
-    from mmgraph.evaluation.protocol import make_protocol
-
-    full = make_protocol("full").budget.train
-    epochs, patience = args.epochs or full.epochs, args.patience or full.patience
     grid = list(itertools.product(args.methods, args.seeds, args.init_offsets))
     with ProcessPoolExecutor(args.jobs) as pool:
-        scores = list(pool.map(run_accuracy, *zip(*[(args.dataset, m, s, s + o, epochs, patience)
+        scores = list(pool.map(run_accuracy, *zip(*[(args.dataset, m, s, s + o, args.epochs, args.patience)
                                                      for m, s, o in grid])))
     results = {}
     for (method, _, offset), score in zip(grid, scores):
