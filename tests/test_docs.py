@@ -286,7 +286,13 @@ def run_python_block(block: Block, cache: Path, zygote: Zygote) -> Path:
     return workdir
 
 
-@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[block.where for block in PYTHON_BLOCKS])
+# blocks that trace a model need torch >= 2.5, as the dynamo-marked tests (tests/conftest.py)
+DYNAMO_CALLS = ("torch.export", "torch.compile", "export_onnx(")
+
+
+@pytest.mark.parametrize("block", [pytest.param(block, marks=pytest.mark.dynamo)
+                                   if any(call in block.code for call in DYNAMO_CALLS) else block
+                                   for block in PYTHON_BLOCKS], ids=[block.where for block in PYTHON_BLOCKS])
 def test_python_block_runs(block: Block, cache_dir: Path, zygote: Zygote) -> None:
     if block.directive == "not-run":
         pytest.skip(f"{block.where}: not-run: {block.value}")
