@@ -39,6 +39,36 @@ def test_cnn_encodes_images():
         encoder(torch.randn(2, 1, 16, 16))
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 8, 8), (2, 4, 7, 9), (1, 1, 2, 3)])
+def test_max_pool_2x2_is_nn_max_pool_bit_for_bit_with_and_without_autograd(shape):
+    from mmgraph.encoders.cnn import MaxPool2x2
+
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(shape))  # ReLU zeros: ties inside windows, as in the encoders
+    ours, reference = MaxPool2x2(), nn.MaxPool2d(2)
+    with torch.no_grad():  # the strided-view path (odd sizes: the last row/column dropped, as nn.MaxPool2d does)
+        assert torch.equal(ours(x), reference(x))
+    with torch.inference_mode():
+        assert torch.equal(ours(x), reference(x))
+    assert torch.equal(ours(x), reference(x))  # no input needs a gradient: the view path too
+    leaf = x.clone().requires_grad_()  # autograd: F.max_pool2d, the same gradient as the module it replaces
+    ours(leaf).square().sum().backward()
+    expected = x.clone().requires_grad_()
+    reference(expected).square().sum().backward()
+    assert torch.equal(leaf.grad, expected.grad)
+
+
+@pytest.mark.dynamo
+def test_cnn_encoders_export_with_their_max_pool():
+    torch.manual_seed(0)
+    encoder = build_encoder("spatial_cnn", D, image_size=(12, 12)).eval()
+    x = torch.rand(3, 1, 12, 12)
+    with torch.no_grad():
+        expected = encoder(x)
+    program = torch.export.export(encoder, (x,))
+    assert torch.allclose(program.module()(x), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_rnn_on_tokens_and_frames_returns_last_state_or_sequence(cell, bidirectional):

@@ -3,12 +3,34 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmgraph.encoders.base import _check_dropout, _reset_children, register_encoder
 from mmgraph.utils import check_int as _check_int
 
-__all__ = ["CNNEncoder", "SpatialCNNEncoder"]
+__all__ = ["CNNEncoder", "MaxPool2x2", "SpatialCNNEncoder"]
+
+
+class MaxPool2x2(nn.Module):
+    """``nn.MaxPool2d(2)`` (2x2 windows, stride 2, an odd last row/column dropped), bit for bit, faster at inference.
+
+    Without autograd (``torch.no_grad()``/``inference_mode``, or an input that needs no gradient) the maximum is taken
+    over the four strided views ``x[..., i::2, j::2]``: torch's CPU ``max_pool2d`` kernel took 31 ms on a
+    ``[512, 16, 28, 28]`` batch against 3.6 ms for the views (one thread), so prediction with the CNN encoders runs
+    1.7-2.6x faster (``docs/design.md``, "Performance of the CNN encoders"). With autograd it is ``F.max_pool2d``, whose
+    backward is the faster of the two; both pick the same maxima, so outputs are identical either way.
+
+    Shapes: ``x: [B, C, H, W] -> [B, C, H // 2, W // 2]``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.max_pool2d(x, 2)
+        x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
 
 
 @register_encoder("cnn")
@@ -30,7 +52,7 @@ class CNNEncoder(nn.Module):
         _check_dropout(dropout)
         self.in_channels, self.out_dim, self.channels = in_channels, out_dim, channels
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(), MaxPool2x2(),
             nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         )
         self.dropout = nn.Dropout(dropout)
@@ -81,8 +103,8 @@ class SpatialCNNEncoder(nn.Module):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         stem_layers: list[nn.Module] = [nn.Conv2d(in_channels, 8, stem, stride=stem), nn.ReLU()] if stem > 1 else []
         self.features = nn.Sequential(
-            *stem_layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout))
+            *stem_layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), MaxPool2x2(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), MaxPool2x2(), nn.Flatten(), nn.Dropout(dropout))
         height, width = (size // stem // 2 // 2 for size in self.image_size)
         self.proj = nn.Linear(32 * height * width, out_dim)
 
