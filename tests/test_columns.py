@@ -120,8 +120,11 @@ def test_padding_never_reaches_a_prediction(sentiment_model):
 def test_prepare_reports_the_modality_and_never_dumps_arrays(sentiment_model):
     model, _ = sentiment_model
     new, _ = make_sentiment(3, seed=1)
-    with pytest.raises(ValueError, match=r"missing \['visual'\]"):
+    with pytest.raises(ValueError, match=r"missing \['visual'\].*columns\['visual'\] = \[None\] \* N"):
         model.prepare({"text": new["text"], "audio": new["audio"]})
+    # ... and the way it names works: the visual stream absent from every sample
+    absent = predict(model, {"text": new["text"], "audio": new["audio"], "visual": [None] * 3})["label"]
+    assert absent.shape == (3,) and np.isfinite(absent).all()
     with pytest.raises(ValueError, match="kinds\\['text'\\]: 'text' given") as error:
         model.prepare({**new, "text": [np.ones(2)] * 3})
     assert "array(" not in str(error.value)

@@ -131,8 +131,10 @@ def prepare(model, columns: Any, mask: Any = None, step_mask: Mapping[str, Any] 
     missing = [name for name in model.modalities if name not in inputs]
     unknown = [name for name in inputs if name not in model.modalities]
     if missing or unknown:
+        hint = (f"; a modality absent from every sample is a column of None: columns[{missing[0]!r}] = [None] * N"
+                if missing else "")
         raise ValueError(f"columns: the model takes modalities {model.modalities}; missing {missing}, unknown "
-                         f"{unknown}")
+                         f"{unknown}{hint}")
     for name, length in model.fixed_steps.items():
         inputs[name], fitted = _fit_steps(name, inputs[name], steps.get(name), masks[name], length)
         if fitted is not None:
