@@ -202,6 +202,22 @@ def test_cli_npz_with_text_and_step_masks(tmp_path):
         load_npz(path)
 
 
+def test_cli_npz_reads_uint8_images_as_numbers_and_token_ids_as_ids(tmp_path):
+    from mmgraph.cli.train import load_npz
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 1, 8, 8), dtype=np.uint8)  # as images are stored: uint8 [N, C, H, W]
+    tokens = rng.integers(1, 50, (12, 5), dtype=np.int64)
+    path = tmp_path / "mine.npz"
+    np.savez(path, image=images, words=tokens, label=np.array(["cat", "dog"] * 6))
+    ds = load_npz(path)
+    assert ds.features["image"].dtype == torch.float32 and ds.input_shapes["image"] == (1, 8, 8)
+    assert torch.equal(ds.features["image"], torch.from_numpy(images).float())
+    assert ds.features["words"].dtype == torch.int64  # [N, L] integers stay token ids
+    model = FusionModel.from_dataset(ds, "gnn", dim=8)  # a default encoder for each (it was an error for uint8)
+    assert model.config()["encoders"]["image"]["name"] in ("cnn", "spatial_cnn")
+
+
 def test_scikit_learn_estimator_takes_raw_columns():
     from mmgraph.sklearn import MultiModalRegressor
 

@@ -60,7 +60,8 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
     and ``<modality>_step_mask`` arrays ``[N, T]`` (True = real step of a padded sequence ``[N, T, D]``; see
     :func:`mmgraph.data.pad_ragged`). Every other key is a modality.
     The reader is :meth:`MultiModalDataset.from_npz <mmgraph.data.MultiModalDataset.from_npz>`'s; unicode arrays
-    become text and, with text or step masks, the data set gets ``from_columns``' kinds.
+    become text; integer arrays ``[N, L]`` are token ids, integer arrays of 3 or more dimensions (``uint8`` images
+    ``[N, C, H, W]``, frames ``[N, T, D]``) numbers; with text or step masks, the data set gets ``from_columns``' kinds.
     """
     from mmgraph.data import MultiModalDataset
     from mmgraph.data.columns import column_to_tensor
@@ -68,8 +69,10 @@ def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
 
     arrays, labels, masks, steps = read_npz(path, tuple(targets), arg="--data")
     features, kinds = {}, {}
-    for name, array in arrays.items():  # unicode arrays are text; integer arrays stay token ids
-        if array.dtype.kind in "USf":
+    for name, array in arrays.items():
+        # unicode arrays are text; integer arrays [N, L] stay token ids; integer arrays of 3 or more dims (uint8
+        # images [N, C, H, W], frames [N, T, D]) cannot be token ids and are numbers, as from_columns reads them
+        if array.dtype.kind in "USf" or (array.dtype.kind in "iu" and array.ndim >= 3):
             kinds[name], features[name], _, _ = column_to_tensor(
                 name, array.tolist() if array.dtype.kind in "US" else array)
         else:
