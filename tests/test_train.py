@@ -603,6 +603,26 @@ def test_predict_takes_a_test_time_mask_on_a_dataset_and_refuses_an_emptied_samp
     assert predict(model, partial, mask=dropped, device="cpu")["label"].shape == (len(val),)
 
 
+def test_predict_on_a_dataset_reuses_its_checked_tensors_and_rebuilds_another_order(xor, monkeypatch):
+    import mmgraph.data.dataset as dataset_module
+
+    _, val = xor
+    model = _model()
+    calls = []
+    check = dataset_module._check_features
+    monkeypatch.setattr(dataset_module, "_check_features", lambda *args: calls.append(1) or check(*args))
+    expected = predict(model, val, device="cpu", logits=True)["label"]
+    no_b = {"b": torch.zeros(len(val), dtype=torch.bool)}
+    masked = predict(model, val, mask=no_b, device="cpu", logits=True)["label"]
+    assert calls == []  # the data set's own tensors in its own order: checked once, when it was built
+    reordered = MultiModalDataset({"b": val.features["b"], "a": val.features["a"]}, val.targets)
+    calls.clear()
+    assert torch.equal(predict(model, reordered, device="cpu", logits=True)["label"], expected)
+    assert torch.equal(predict(model, reordered, mask=no_b, device="cpu", logits=True)["label"], masked)
+    assert len(calls) == 2  # another order: prepared into the model's order, a new data set each time
+    assert not torch.equal(masked, expected)  # the test-time mask did act
+
+
 def test_cli_metrics_json_names_the_classes_and_records_the_test_indices(tmp_path):
     import numpy as np
 
