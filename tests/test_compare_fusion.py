@@ -1,4 +1,5 @@
-"""benchmarks/compare_fusion.py and benchmarks/throughput.py end to end on tiny configurations, and flag validation."""
+"""benchmarks/compare_fusion.py, throughput.py and cnn_pooling.py end to end on tiny configurations, and flag
+validation."""
 
 import importlib.util
 import json
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "compare_fusion.py"
@@ -106,6 +108,19 @@ def test_throughput_benchmark_runs_and_reports_ratios_over_rounds(tmp_path):
     for name, (low, high) in report["ratio_ranges_over_rounds"].items():
         assert low <= report["ratios"][name] <= high
     assert "auto vs pyg backend:" in result.stdout
+
+
+def test_cnn_pooling_benchmark_times_both_poolings(capsys):
+    spec = importlib.util.spec_from_file_location("cnn_pooling", ROOT / "benchmarks" / "cnn_pooling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--rounds", "1", "--no-avdigits"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "x [" in line]
+    assert len(rows) == 6 and all(float(row.split(" | ")[3].split("x")[0]) > 0 for row in rows)
 
 
 @pytest.mark.slow
