@@ -160,6 +160,12 @@ def test_compare_on_a_multimodal_dataset_returns_the_ranked_table_and_strict_jso
     assert "## mine" in markdown and "| method | accuracy | macro F1 | macro recall |" in markdown
     assert markdown.index(f"| {table[0]['method']} |") < markdown.index(f"| {table[1]['method']} |")
     report = _strict_json((tmp_path / "compare_fusion.json").read_text())
+    # the epochs each method trained (early stopping may end it before the budget's 2), in the table and the JSON
+    assert "| train s | epochs | infer samples/s |" in markdown
+    concat = next(r for r in report["runs"] if r["method"] == "concat")
+    assert report["summary"]["mine"]["0.0"]["concat"]["epochs_run"]["mean"] == concat["epochs_run"] in (1, 2)
+    concat_row = next(line for line in markdown.splitlines() if line.startswith("| concat |"))
+    assert concat_row.split(" | ")[-2] == str(concat["epochs_run"])
     assert report["meta"]["datasets"] == ["mine"] and len(report["runs"]) == 3  # + the GNN with modality dropout
     # a user's data are split by the library: validation carved from the training part, nothing from test
     train, val, test = splits(_classification_dataset(), seed=0)[0]

@@ -56,7 +56,8 @@ def _pm(stat: dict, percent: bool) -> str:
 
 def markdown(summary: dict, meta: dict) -> str:
     """The report's markdown: per data set and training variant the ranked table (every metric column, the paired
-    difference to the best, parameters, time), the missing-modality table and the corruption table."""
+    difference to the best, parameters, training time, epochs trained before early stopping, inference speed), the
+    missing-modality table and the corruption table."""
     lines = [f"# Fusion comparison ({meta['protocol']})", "",
              f"Command: `{meta['command']}`  ",
              *(f"Then re-run (`--update`, these runs replaced): `{u['command']}`  " for u in meta.get("updates", [])),
@@ -74,15 +75,16 @@ def markdown(summary: dict, meta: dict) -> str:
                       f"Mean ± std over {runs} run(s), ranked by test {label}; Δ = paired difference in {label} to "
                       "the best method.", "",
                       "| method | " + " | ".join(headers)
-                      + " | Δ vs best | params (fusion) | train s | infer samples/s |",
-                      "|---|" + "---|" * (len(headers) + 4)]
+                      + " | Δ vs best | params (fusion) | train s | epochs | infer samples/s |",
+                      "|---|" + "---|" * (len(headers) + 5)]
             for method, row in ranked(rows):
                 diff = row["paired_diff_to_best"]
                 cells = [_pm(row[key], pct) if key in row else "n/a" for key, _, pct in info["columns"]]
                 lines.append(
                     f"| {method} | " + " | ".join(cells) + f" | {_value(diff['mean'], percent, True)} ± "
                     f"{_value(diff['std'], percent)} | {row['parameters']:,} ({row['fusion_parameters']:,}) | "
-                    f"{row['train_time_s']['mean']:.1f} | {row['inference_samples_per_s']['mean']:,.0f} |")
+                    f"{row['train_time_s']['mean']:.1f} | {_epochs(row)} | "
+                    f"{row['inference_samples_per_s']['mean']:,.0f} |")
             tasks = [r for r in rows.values() if "per_task" in r]
             if tasks:
                 names = list(tasks[0]["per_task"])
@@ -105,6 +107,14 @@ def markdown(summary: dict, meta: dict) -> str:
             lines += corruption_table(rows, label, percent)
             lines.append("")
     return "\n".join(lines)
+
+
+def _epochs(row: dict) -> str:
+    """Mean ± std over runs of the epochs trained (early stopping ends runs before the budget's maximum)."""
+    if "epochs_run" not in row:  # runs of versions that did not record it
+        return "n/a"
+    stat = row["epochs_run"]
+    return f"{stat['mean']:.0f}" + (f" ± {stat['std']:.0f}" if stat["std"] else "")
 
 
 def _number(value: float | None) -> float:

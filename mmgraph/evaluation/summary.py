@@ -11,7 +11,7 @@ __all__ = ["SUMMARISED", "ranked", "summarise"]
 
 # run figures summarised as {mean, std} when the runs have them (the metric columns, then cost)
 SUMMARISED = ("score", "accuracy", "macro_f1", "macro_recall", "acc2", "acc7", "f1", "mae", "corr", "r2",
-              "train_time_s", "inference_samples_per_s")
+              "train_time_s", "epochs_run", "inference_samples_per_s")
 
 
 def _stat(values: list[float]) -> dict[str, float]:
