@@ -37,7 +37,9 @@ def plot_explanation(explanation: Mapping[str, Any], sample: int = 0, layer: int
     Nodes are the sample's present nodes, labelled with their modality name (``name[t]`` for step ``t`` of a
     sequence), sized by their readout weight; edges ``j -> i`` are drawn with width proportional to the weight of
     the message (GAT attention averaged over heads, or the normalised GCN/SAGE weight). Self-loops are not drawn;
-    a node's weight on its own state is in the node's label.
+    a node's weight on its own state is in the node's label. With the ``concat`` readouts (the default) each
+    modality has its own readout slot, so a node's weight is its share of its modality's slot (1 for a modality of
+    one node) and the title says so.
 
     Example:
         >>> explanation = model.explain(inputs)
@@ -72,18 +74,20 @@ def plot_explanation(explanation: Mapping[str, Any], sample: int = 0, layer: int
     positions = nx.circular_layout(graph)
     readout = [graph.nodes[node]["readout"] for node in graph.nodes]
     widths = [6.0 * graph.edges[edge]["weight"] for edge in graph.edges]
-    sizes = [200 + 3000 * w for w in readout]
+    sizes = [200 + 1400 * w for w in readout]
     nx.draw_networkx_nodes(graph, positions, ax=ax, node_size=sizes, node_color=readout, cmap="YlOrRd", vmin=0.0,
                            vmax=max(readout + [1e-9]), edgecolors="black", linewidths=0.8)
     nx.draw_networkx_edges(graph, positions, ax=ax, width=widths, alpha=0.55, edge_color="tab:blue", arrows=True,
                            arrowsize=10, connectionstyle="arc3,rad=0.12", node_size=sizes)
-    for node, (x, y) in positions.items():  # labels outside the circle, aligned away from it
+    for node, (x, y) in positions.items():  # labels outside the circle, aligned away from it, above the nodes
         align = "left" if x > 0.3 else "right" if x < -0.3 else "center"
         ax.text(1.3 * x, 1.45 * y, f"{node}\nreadout {graph.nodes[node]['readout']:.2f}\nself "
-                f"{self_weight[node]:.2f}", ha=align, va="center", fontsize=8)
+                f"{self_weight[node]:.2f}", ha=align, va="center", fontsize=8, zorder=5)
     depth = len(edges) + layer if layer < 0 else layer
-    ax.set_title(f"sample {sample}, layer {depth + 1} of {len(edges)}: node size = readout weight, "
-                 "edge width = attention", fontsize=9)
+    slots = str(explanation.get("readout_kind", "")).startswith("concat")
+    size = "node size = weight within its modality's readout slot" if slots else "node size = readout weight"
+    ax.set_title(f"sample {sample}, layer {depth + 1} of {len(edges)}: {size}, edge width = attention",
+                 fontsize=9)
     ax.margins(0.35)
     ax.set_axis_off()
     return figure

@@ -432,6 +432,11 @@ def test_explain_names_modalities_and_plot_explanation_writes_a_png(tmp_path):
     assert (tmp_path / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     texts = [text.get_text().split("\n")[0] for text in figure.axes[0].texts]
     assert sorted(texts) == ["a", "b"]
+    # the default concat readout gives each modality its own slot: the title says how to read the node sizes
+    assert explanation["readout_kind"] == "concat"
+    assert "weight within its modality's readout slot" in figure.axes[0].get_title()
+    other = plot_explanation({**explanation, "readout_kind": "attention"}, sample=1)
+    assert "node size = readout weight," in other.axes[0].get_title()
     with pytest.raises(ValueError, match="sample"):
         plot_explanation(explanation, sample=4)
     with pytest.raises(TypeError, match="'gnn' fusion"):

@@ -246,7 +246,8 @@ class MultiModalGNN(nn.Module):
             for GCN/SAGE; 0 where there is no edge,
             ``readout``: ``Tensor[B, N]`` node weights in the readout (``concat_attention``: those of its all-node
             attention slot; ``concat``: within each modality, so each present modality's sum to 1), and
-            ``modality_weights``: ``{modality: Tensor[B]}`` readout weight summed over each modality's nodes.
+            ``modality_weights``: ``{modality: Tensor[B]}`` readout weight summed over each modality's nodes, and
+            ``readout_kind``: the readout (``"concat"``, ...), which says how to read those weights.
 
         The dense and sparse paths explain themselves; the pyg path is explained by the dense or sparse path that
         ``backend="auto"`` would take (the same parameters and maths, tested equal to 1e-4). Runs in eval mode (no
@@ -270,6 +271,7 @@ class MultiModalGNN(nn.Module):
             "readout": readout,
             "modality_weights": {name: readout[:, layout.node_type == m].sum(1)
                                  for m, name in enumerate(self.modalities)},
+            "readout_kind": self.readout_type,
         }
 
     # ------------------------------------------------------------------ internals
