@@ -11,6 +11,11 @@ with the comparison's ``train_once`` (same encoders, budget, standardisation, ea
 part) and the best validation accuracy is recorded (on regression data: minus the validation loss, and the
 validation MAE and R² of the restored model). The test part of the split is never evaluated. ``--full`` uses
 the ``full`` protocol's budget (100 epochs, patience 15; image + audio 40, 8), else the quick one.
+
+``--curves`` trains every run for the budget's epochs with early stopping off and also prints its validation
+curve, one ``epoch:train loss/validation loss/validation score`` entry per epoch (docs/design.md, "Fifth round":
+``--full --dataset av-digits --seeds 0 --init-offsets 2 4 --curves --variant gnn '{}'`` shows where the budget's
+patience of 8 stops two of the committed runs).
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import time
 from pathlib import Path
 
 
-def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, full: bool) -> dict[str, float]:
+def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, full: bool,
+                        curves: bool = False) -> dict:
     """``{"val": best validation score (%: accuracy, or minus the loss on regression data), "mae", "r2" (regression
-    tasks only)}``, each the mean over the seed's splits, of the GNN with ``kwargs`` on ``dataset``."""
+    tasks only)}``, each the mean over the seed's splits, of the GNN with ``kwargs`` on ``dataset``; with
+    ``curves`` (early stopping off) also ``"curves"``: per split, ``[(epoch, train loss, validation loss,
+    validation score), ...]``."""
     import dataclasses
 
     import torch
@@ -43,17 +51,23 @@ def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, f
     method = resolve_method(kwargs.pop("method", "gnn"), has_sequences(data))
     method = dataclasses.replace(method, fusion_kwargs={**method.fusion_kwargs, **kwargs})
     budget = budget_for(data, protocol.budget)  # image + audio data: the CNN epochs, as the comparison
+    if curves:
+        budget = dataclasses.replace(budget, train=dataclasses.replace(budget.train, patience=None))
     scores, regression = [], [t for t, classes in data.tasks.items() if not classes]
+    history = []
     folds = protocol.preset(dataset).folds
     for train_idx, val_idx, _ in splits(data, seed, folds, published):  # the test indices are not touched
         train, val = standardize(data.subset(train_idx), data.subset(val_idx))
         model, info = train_once(train, val, method, budget, {}, init_seed, torch.device("cpu"), 0.0)
         figures = {"val": 100.0 * info["best_val"]}
+        history.append([(h["epoch"], h["train_loss"], h.get("val_loss", float("nan")), h["score"])
+                        for h in info["history"]])
         if regression:  # the library's scores of the restored best model on the validation part
             per_task = task_scores(val, outputs(model, val, torch.device("cpu")), set())
             figures.update({key: statistics.fmean(per_task[t][key] for t in regression) for key in ("mae", "r2")})
         scores.append(figures)
-    return {key: statistics.fmean(f[key] for f in scores) for key in scores[0]}
+    return {**{key: statistics.fmean(f[key] for f in scores) for key in scores[0]},
+            **({"curves": history} if curves else {})}
 
 
 def main(argv=None) -> dict:
@@ -67,13 +81,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--init-offsets", nargs="+", type=int, default=[0])
     parser.add_argument("--full", action="store_true", help="compare_fusion.py --full's budget")
     parser.add_argument("--out", type=Path, default=None, help="append the results as JSON lines to this file")
+    parser.add_argument("--curves", action="store_true",
+                        help="early stopping off: print each run's per-epoch validation curve")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = {}
     for name, spec in args.variant:
         kwargs = json.loads(spec)
         start = time.perf_counter()
-        runs = [validation_accuracy(args.dataset, kwargs, s, s + o, args.full)
+        runs = [validation_accuracy(args.dataset, kwargs, s, s + o, args.full, args.curves)
                 for s in args.seeds for o in args.init_offsets]
         scores = [run["val"] for run in runs]
         results[name] = {"kwargs": kwargs, "val_accuracy": scores, "mean": statistics.fmean(scores),
@@ -87,6 +103,13 @@ def main(argv=None) -> dict:
                 extra += f" {key} {statistics.fmean(values):.3f} ({' '.join(f'{v:.3f}' for v in values)})"
         print(f"{args.dataset} {name:>24}: val {results[name]['mean']:6.2f} ± {results[name]['std']:5.2f} "
               f"({' '.join(f'{s:.2f}' for s in scores)}){extra} {results[name]['seconds']:.0f}s {kwargs}", flush=True)
+        if args.curves:
+            results[name]["curves"] = [run["curves"] for run in runs]
+            for (seed, offset), run in zip([(s, o) for s in args.seeds for o in args.init_offsets], runs):
+                for split, curve in enumerate(run["curves"]):
+                    print(f"  seed {seed}, init seed {seed + offset}, split {split}: " + " ".join(
+                        f"{epoch}:{train:.3f}/{val:.3f}/{score:.3f}" for epoch, train, val, score in curve),
+                        flush=True)
         if args.out is not None:
             with args.out.open("a") as f:
                 f.write(json.dumps({"dataset": args.dataset, "name": name, "seeds": args.seeds,

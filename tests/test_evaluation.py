@@ -138,7 +138,7 @@ def test_the_comparison_trains_with_budget_train_a_trainconfig_passed_to_fit(mon
     (kwargs,) = seen
     assert set(kwargs) == {"config", "device", "progress"}  # every setting through config=
     assert kwargs["config"] == replace(train_config, seed=7, weight_decay=0.0)
-    assert info["epochs_run"] == 1
+    assert info["epochs_run"] == 1 and [h["epoch"] for h in info["history"]] == [1]  # gnn_ablations.py --curves
 
 
 def test_image_and_spectrogram_data_get_the_cnn_epochs_of_the_budget_everything_else_its_own():

@@ -126,7 +126,7 @@ def train_once(train: MultiModalDataset, val: MultiModalDataset, method: Method,
                                    weight_decay=config.get("weight_decay", budget.train.weight_decay))
     result = fit(model, train, val, config=settings, device=device, progress=False)
     return model, {"best_val": result.best_score, "epochs_run": result.epochs_run, "train_time_s": result.time_s,
-                   "config": config}
+                   "config": config, "history": result.history}
 
 
 def outputs(model: nn.Module, data: MultiModalDataset, device: torch.device) -> dict[str, torch.Tensor]:
