@@ -37,9 +37,9 @@ def plot_explanation(explanation: Mapping[str, Any], sample: int = 0, layer: int
     Nodes are the sample's present nodes, labelled with their modality name (``name[t]`` for step ``t`` of a
     sequence), sized by their readout weight; edges ``j -> i`` are drawn with width proportional to the weight of
     the message (GAT attention averaged over heads, or the normalised GCN/SAGE weight). Self-loops are not drawn;
-    a node's weight on its own state is in the node's label. With the ``concat`` readouts (the default) each
+    a node's weight on its own state is in the node's label. With the ``concat`` readout (the default) each
     modality has its own readout slot, so a node's weight is its share of its modality's slot (1 for a modality of
-    one node) and the title says so.
+    one node) and the title says so (``concat_attention`` explains its all-node slot, whose weights sum to 1).
 
     Example:
         >>> explanation = model.explain(inputs)
@@ -84,7 +84,7 @@ def plot_explanation(explanation: Mapping[str, Any], sample: int = 0, layer: int
         ax.text(1.3 * x, 1.45 * y, f"{node}\nreadout {graph.nodes[node]['readout']:.2f}\nself "
                 f"{self_weight[node]:.2f}", ha=align, va="center", fontsize=8, zorder=5)
     depth = len(edges) + layer if layer < 0 else layer
-    slots = str(explanation.get("readout_kind", "")).startswith("concat")
+    slots = explanation.get("readout_kind") == "concat"  # concat_attention's weights are its all-node slot's
     size = "node size = weight within its modality's readout slot" if slots else "node size = readout weight"
     ax.set_title(f"sample {sample}, layer {depth + 1} of {len(edges)}: {size}, edge width = attention",
                  fontsize=9)

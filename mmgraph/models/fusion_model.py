@@ -264,8 +264,8 @@ class FusionModel(nn.Module):
         :meth:`prepare`), and
         returns :meth:`mmgraph.gnn.MultiModalGNN.explain`'s dict (``edges``: per layer ``Tensor[B, R, N, N, K]``,
         ``readout [B, N]``, ``modality_weights {modality: Tensor[B]}``, ``node_names``, ``node_mask [B, N]``,
-        ``readout_kind``, ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes). Runs in eval
-        mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
+        ``readout_kind``, ...) plus ``modalities`` and ``node_modality`` (the modality name of each of the N nodes).
+        Runs in eval mode (no modality dropout); draw it with :func:`mmgraph.viz.plot_explanation`.
         """
         if not getattr(self.fusion, "supports_explain", False):
             raise TypeError(f"explain: needs a fusion with supports_explain, such as the 'gnn' fusion (attention "
