@@ -1,9 +1,10 @@
 """Inference speed of the CNN encoders' max pooling: ``MaxPool2x2`` against the ``nn.MaxPool2d(2)`` it replaced.
 
-    python benchmarks/cnn_pooling.py [--rounds 7 --threads 1] [--no-avdigits]
+    python benchmarks/cnn_pooling.py [--rounds 7 --seconds 2 --threads 1] [--no-avdigits]
 
-Two tables, each timed in interleaved rounds in one process (the ratio is the median of per-round ratios, so a
-machine whose speed drifts slows both alike):
+Two tables, each timed in interleaved rounds in one process by ``throughput.py``'s ``time_interleaved`` (warm-up,
+then per round the median step time of each pooling; the ratio is the median of per-round ratios, so a machine whose
+speed drifts slows both alike):
 
 1. the encoders alone (``spatial_cnn`` on 28 x 28 images and on 112 x 112 spectrograms with ``stem=4``, ``cnn`` on
    28 x 28): one training step (forward + backward, B = 64) and one prediction (``torch.no_grad``, B = 512);
@@ -17,16 +18,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # throughput.py, beside this script
+
+from throughput import time_interleaved  # noqa: E402
 
 from mmgraph.encoders import build_encoder  # noqa: E402
 from mmgraph.encoders.cnn import MaxPool2x2  # noqa: E402
+
+CPU = torch.device("cpu")
 
 
 def swap_pooling(module: nn.Module, make) -> nn.Module:
@@ -42,17 +47,6 @@ def swap_pooling(module: nn.Module, make) -> nn.Module:
 POOLINGS = {"nn.MaxPool2d": lambda: nn.MaxPool2d(2), "MaxPool2x2": MaxPool2x2}
 
 
-def interleaved(runs: dict, rounds: int) -> dict:
-    """``{label: callable}`` -> ``{label: [seconds per round]}``, the callables timed in turn each round."""
-    times = {label: [] for label in runs}
-    for _ in range(rounds):
-        for label, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[label].append(time.perf_counter() - start)
-    return times
-
-
 def _row(label: str, times: dict) -> str:
     old, new = times["nn.MaxPool2d"], times["MaxPool2x2"]
     ratios = [a / b for a, b in zip(old, new)]
@@ -60,7 +54,7 @@ def _row(label: str, times: dict) -> str:
             f"{statistics.median(ratios):.2f}x [{min(ratios):.2f} - {max(ratios):.2f}] |")
 
 
-def encoders(rounds: int) -> None:
+def encoders(rounds: int, seconds: float) -> None:
     cases = {"spatial_cnn 28 x 28": ({"image_size": (28, 28)}, (1, 28, 28)),
              "spatial_cnn 112 x 112, stem 4": ({"image_size": (112, 112), "stem": 4}, (1, 112, 112)),
              "cnn 28 x 28": ({}, (1, 28, 28))}
@@ -81,11 +75,12 @@ def encoders(rounds: int) -> None:
                 encoder(eval_x)
 
         for step, name in ((train_step, "training step, B = 64"), (predict_step, "prediction, B = 512")):
-            times = interleaved({p: (lambda make=make: step(make)) for p, make in POOLINGS.items()}, rounds)
+            times = time_interleaved({p: (lambda make=make: step(make)) for p, make in POOLINGS.items()}, rounds,
+                                     seconds, CPU)
             print(_row(f"{label}, {name}", times))
 
 
-def avdigits(rounds: int) -> None:
+def avdigits(rounds: int, seconds: float) -> None:
     from mmgraph.data import load_dataset_with_split
     from mmgraph.evaluation.methods import has_sequences, resolve_method
     from mmgraph.evaluation.runner import audio_visual_encoders
@@ -108,7 +103,8 @@ def avdigits(rounds: int) -> None:
             swap_pooling(model, make)
             outputs[label] = predict(model, test, batch_size=512, logits=True)
 
-        times = interleaved({p: (lambda p=p, make=make: run(p, make)) for p, make in POOLINGS.items()}, rounds)
+        times = time_interleaved({p: (lambda p=p, make=make: run(p, make)) for p, make in POOLINGS.items()},
+                                 rounds, seconds, CPU)
         same = all(torch.equal(outputs["nn.MaxPool2d"][task], outputs["MaxPool2x2"][task]) for task in data.tasks)
         if not same:
             raise AssertionError(f"{method}: MaxPool2x2 changed the model's outputs")
@@ -118,14 +114,15 @@ def avdigits(rounds: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per case and pooling, all rounds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-avdigits", dest="avdigits", action="store_false")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds")
-    encoders(args.rounds)
+    encoders(args.rounds, args.seconds)
     if args.avdigits:
-        avdigits(args.rounds)
+        avdigits(args.rounds, args.seconds)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ class MaxPool2x2(nn.Module):
 
     Without autograd (``torch.no_grad()``/``inference_mode``, or an input that needs no gradient) the maximum is taken
     over the four strided views ``x[..., i::2, j::2]``: torch's CPU ``max_pool2d`` kernel took 31 ms on a
-    ``[512, 16, 28, 28]`` batch against 3.6 ms for the views (one thread), so the CNN encoders predict 1.9-2.3x and
-    av-digits models 1.5-1.7x faster (``benchmarks/cnn_pooling.py``; ``docs/design.md``, "Performance of the CNN
+    ``[512, 16, 28, 28]`` batch against 3.6 ms for the views (one thread), so the CNN encoders predict 1.7-1.9x and
+    av-digits models 1.7-1.8x faster (``benchmarks/cnn_pooling.py``; ``docs/design.md``, "Performance of the CNN
     encoders"). With autograd it is ``F.max_pool2d``, whose backward is the faster of the two, and so it is off the
     CPU (measured there only); both pick the same maxima, so outputs are identical either way.
 
