@@ -42,6 +42,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from mmgraph.data import MultiModalDataset, stratified_split
 from mmgraph.data.columns import as_columns, is_dataframe
 from mmgraph.data.dataset import _missing_label_rows
+from mmgraph.models.factory import UNIMODAL_WEIGHT
 from mmgraph.training.config import TrainConfig
 
 try:  # scikit-learn >= 1.6
@@ -69,6 +70,8 @@ class _MultiModalEstimator(BaseEstimator):
             ``patience`` are :class:`~mmgraph.training.TrainConfig`'s, as are the settings not listed here
             (label smoothing, ...).
         modality_dropout: probability to drop each modality of each training sample.
+        unimodal_weight: weight of the unimodal auxiliary heads' loss (classifiers only; :class:`~mmgraph.models.
+            FusionModel`'s ``unimodal_weight``; 0: none).
         standardize: z-score float features with training statistics kept inside the model.
         random_state: seeds initialisation, shuffling and the validation split.
         device: ``"auto"`` (CUDA when present) or a torch device.
@@ -81,7 +84,7 @@ class _MultiModalEstimator(BaseEstimator):
                  max_epochs: int = TrainConfig.epochs, patience: int | None = TrainConfig.patience,
                  validation_fraction: float = 0.15, lr: float = TrainConfig.lr,
                  weight_decay: float = TrainConfig.weight_decay, batch_size: int = TrainConfig.batch_size,
-                 modality_dropout: float = 0.0,
+                 modality_dropout: float = 0.0, unimodal_weight: float = UNIMODAL_WEIGHT,
                  standardize: bool = True, random_state: int | None = None, device: str = "auto") -> None:
         self.modalities = modalities
         self.fusion = fusion
@@ -95,6 +98,7 @@ class _MultiModalEstimator(BaseEstimator):
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.modality_dropout = modality_dropout
+        self.unimodal_weight = unimodal_weight
         self.standardize = standardize
         self.random_state = random_state
         self.device = device
@@ -120,7 +124,8 @@ class _MultiModalEstimator(BaseEstimator):
             train, val = dataset.subset(train_idx), dataset.subset(val_idx)
         self.model_ = FusionModel.from_dataset(train, self.fusion, dim=self.dim, fusion_kwargs=self.fusion_kwargs,
                                                encoder_kwargs=self.encoder_kwargs, standardize=self.standardize,
-                                               seed=seed, modality_dropout=self.modality_dropout)
+                                               seed=seed, modality_dropout=self.modality_dropout,
+                                               unimodal_weight=self.unimodal_weight)
         monitor = "accuracy" if self._num_outputs else "mse"
         self.history_ = fit(self.model_, train, val, lr=self.lr, weight_decay=self.weight_decay,
                             epochs=self.max_epochs, batch_size=self.batch_size, patience=self.patience,

@@ -313,6 +313,7 @@ def trained_run(tmp_path_factory):
 @pytest.mark.parametrize("changes, message", [
     ({"--modality-dropout": "0.5", "--epochs": "2"}, "modality_dropout 0.2 (checkpoint) != 0.5 (now)"),
     ({"--dim": "32"}, "dim 16 (checkpoint) != 32 (now)"),
+    ({"--unimodal-weight": "0"}, "unimodal_weight 1.0 (checkpoint) != 0.0 (now)"),
     ({"--fusion": "concat", "--conv": None, "--layers": None}, "fusion 'gnn' (checkpoint) != 'concat' (now)"),
     ({"--layers": "2", "--heads": "2"}, "fusion_kwargs['layers'] 1 (checkpoint) != 2 (now), "
                                         "fusion_kwargs['heads'] <not set> (checkpoint) != 2 (now)"),

@@ -254,6 +254,22 @@ def _resign(path):
     _rewrite_metadata(path, sha256=content_digest(tensors, metadata))
 
 
+def test_a_file_written_before_the_unimodal_heads_loads_without_them(tmp_path):
+    model = _small_model(unimodal_weight=0)  # what such a file holds: no heads, no key in its config
+    path = model.save(tmp_path / "m.mmgraph")
+    config = model.config()
+    del config["unimodal_weight"]
+    _rewrite_metadata(path, config=json.dumps(config))
+    _resign(path)
+    loaded = FusionModel.load(path)
+    assert loaded.unimodal_weight == 0.0 and loaded.unimodal_heads is None
+    x = {"a": torch.randn(5, 4), "b": torch.randn(5, 3)}
+    torch.testing.assert_close(loaded(x)["label"], model(x)["label"])
+    # a file of this release keeps its heads (state dict and config agree)
+    with_heads = FusionModel.load(_small_model().save(tmp_path / "heads.mmgraph"))
+    assert with_heads.unimodal_weight == 1.0 and set(with_heads.unimodal_heads["label"]) == {"a", "b"}
+
+
 def test_model_file_of_a_newer_format_says_upgrade(tmp_path):
     path = _small_model().save(tmp_path / "m.mmgraph")
     _rewrite_metadata(path, format_version="3")

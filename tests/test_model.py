@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmgraph.model import FusionModel
@@ -145,6 +146,69 @@ def test_aux_loss_forwards_the_fusions():
     assert FusionModel(_encoders(), "concat", {"label": 2}, dim=DIM).aux_loss is None
 
 
+@pytest.mark.parametrize("fusion", ["gnn", "late"])
+def test_unimodal_heads_are_on_by_default_for_classification_tasks_only(fusion):
+    tasks = {"genotype": 2, "diet": 5, "score": 0}
+    model = FusionModel(_encoders(), fusion, tasks, dim=DIM)
+    assert model.unimodal_weight == 1.0 and model._config["unimodal_weight"] == 1.0
+    assert {task: list(heads) for task, heads in model.unimodal_heads.items()} == {
+        "genotype": ["text", "image", "audio"], "diet": ["text", "image", "audio"]}
+    assert model.unimodal_heads["diet"]["audio"].out_features == 5
+    assert FusionModel(_encoders(), fusion, tasks, dim=DIM, unimodal_weight=0).unimodal_heads is None
+    assert FusionModel(_encoders(), fusion, {"score": 0}, dim=DIM).unimodal_heads is None  # regression only
+    one = FusionModel({"text": nn.Linear(10, DIM)}, fusion, tasks, dim=DIM)
+    assert one.unimodal_heads is None  # one modality: its head would be the task head's twin
+
+
+def test_unimodal_loss_is_each_modalitys_head_on_its_own_present_samples():
+    model = FusionModel(_encoders(), "concat", {"label": 3, "score": 0}, dim=DIM, unimodal_weight=0.5)
+    inputs, targets = _inputs(6), {"label": torch.tensor([0, 1, 2, 0, 1, 2]), "score": torch.randn(6)}
+    mask = torch.ones(6, 3, dtype=torch.bool)
+    mask[:3, 1] = False  # image missing in the first three samples
+    assert all(not head.weight.any() and not head.bias.any() for head in model.unimodal_heads["label"].values())
+    torch.manual_seed(0)
+    for head in model.unimodal_heads["label"].values():  # zero at initialisation; random here, so masks matter
+        nn.init.normal_(head.weight)
+    model.train()
+    model(inputs, mask)
+    loss = model.unimodal_loss(targets, {"label": 2.0, "score": 1.0})
+    expected = 0.0
+    for m, name in enumerate(model.modalities):
+        embedding = model.encoders[name](torch.where(mask[:, m:m + 1], inputs[name], 0.0))
+        per_sample = F.cross_entropy(model.unimodal_heads["label"][name](embedding), targets["label"],
+                                     reduction="none")
+        expected = expected + per_sample[mask[:, m]].mean() / 3
+    torch.testing.assert_close(loss, 0.5 * 2.0 * expected)
+    assert loss.requires_grad and model.unimodal_loss(targets) is None  # consumed
+    loss.backward()
+    assert model.encoders["image"].weight.grad.abs().sum() > 0  # it trains the encoders
+    model(inputs, mask)
+    model.eval()
+    model(inputs, mask)
+    assert model.unimodal_loss(targets) is None  # training-mode forwards only; an eval forward drops stale logits
+
+
+def test_unimodal_heads_pool_sequences_over_their_present_steps_and_never_change_predictions():
+    encoders = {"a": nn.Linear(3, DIM), "b": nn.Linear(5, DIM)}
+    model = FusionModel(encoders, "gnn", {"label": 2}, dim=DIM, fusion_kwargs={"heads": 2})
+    inputs = {"a": torch.randn(4, 6, 3), "b": torch.randn(4, 6, 5)}
+    steps = torch.ones(4, 6, dtype=torch.bool)
+    steps[0, 2:] = False
+    model.train()
+    model(inputs, step_mask={"a": steps})
+    logits, present = model._unimodal
+    pooled = encoders["a"](inputs["a"][0, :2]).mean(0)
+    torch.testing.assert_close(logits["label"][0, 0], model.unimodal_heads["label"]["a"](pooled))
+    assert present is None or bool(present.all())
+    model.eval()
+    before = model(inputs, step_mask={"a": steps})["label"]
+    with torch.no_grad():
+        for heads in model.unimodal_heads.values():
+            for head in heads.values():
+                head.weight.add_(1.0)
+    torch.testing.assert_close(model(inputs, step_mask={"a": steps})["label"], before)
+
+
 def test_input_keys_are_validated_by_name():
     model = FusionModel(_encoders(), "concat", {"label": 2}, dim=DIM)
     inputs = _inputs()
@@ -173,6 +237,8 @@ def test_encoder_output_width_is_checked():
     ({"fusion": "nope"}, ValueError, "unknown fusion 'nope'"),
     ({"modality_dropout": 1.0}, ValueError, r"modality_dropout: expected a float in \[0, 1\)"),
     ({"encoders": {}}, TypeError, "encoders: expected a non-empty dict"),
+    ({"unimodal_weight": -0.5}, ValueError, "unimodal_weight: expected a finite float >= 0, got -0.5"),
+    ({"unimodal_weight": True}, ValueError, "unimodal_weight: expected a finite float >= 0, got True"),
 ])
 def test_bad_constructor_arguments_raise_clearly(kwargs, error, message):
     arguments = {"encoders": _encoders(), "fusion": "concat", "tasks": {"label": 2}, "dim": DIM, **kwargs}

@@ -20,7 +20,7 @@ from torch import nn
 
 from mmgraph.data import registry
 from mmgraph.data.registry import BUILTIN_DATASETS
-from mmgraph.models.factory import TEMPORAL_WINDOW
+from mmgraph.models.factory import TEMPORAL_WINDOW, UNIMODAL_WEIGHT
 from mmgraph.training.config import OPTIMIZERS, SCHEDULERS, TrainConfig
 from mmgraph.training.distributed import _abandon_distributed, _finish_distributed
 from mmgraph.training.loop import FitResult, fit
@@ -48,7 +48,7 @@ def load_dataset(name: str, seed: int = 0, samples: int | None = None, data_dir:
 DEFAULTS: dict[str, Any] = {**{key: getattr(TrainConfig, key) for key in ("epochs", "patience", "batch_size", "lr",
                                                                           "weight_decay", "optimizer", "scheduler",
                                                                           "label_smoothing")},
-                            "dim": 64, "modality_dropout": 0.2, "val_size": 0.2}
+                            "dim": 64, "modality_dropout": 0.2, "unimodal_weight": UNIMODAL_WEIGHT, "val_size": 0.2}
 
 
 def load_npz(path: str | Path, targets: Sequence[str] = ("label",)):
@@ -131,6 +131,8 @@ def _parser(prog: str = "python -m mmgraph.train") -> argparse.ArgumentParser:
     parser.add_argument("--dim", type=_number(int, 1), default=DEFAULTS["dim"], help="embedding width of every "
                         "modality")
     parser.add_argument("--modality-dropout", type=_number(float, 0, below=1), default=DEFAULTS["modality_dropout"])
+    parser.add_argument("--unimodal-weight", type=_number(float, 0), default=DEFAULTS["unimodal_weight"],
+                        help="weight of the unimodal auxiliary heads' loss (classification tasks; 0: none)")
     gnn = parser.add_argument_group("GNN fusion (--fusion gnn)")
     gnn.add_argument("--conv", choices=("gcn", "gat", "gatv2", "sage"), default=None)
     gnn.add_argument("--layers", type=_number(int, 0), default=None)
@@ -347,6 +349,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, o
         seed_everything(args.seed)
         # the statistics live in the model (buffers), so a --save-model file takes raw arrays at predict time
         model = FusionModel.from_dataset(train, args.fusion, dim=args.dim, modality_dropout=args.modality_dropout,
+                                         unimodal_weight=args.unimodal_weight,
                                          fusion_kwargs=gnn_options, standardize=args.standardize,
                                          encoders=_encoder_choices(args.encoder))
         result = fit(model, train, val, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,

@@ -30,6 +30,10 @@ TEMPORAL_WINDOW = 4
 MAX_TOKENS = 64
 """At most this many token nodes per text."""
 
+UNIMODAL_WEIGHT = 1.0
+"""The default ``unimodal_weight`` of :class:`~mmgraph.models.FusionModel`, the CLI's ``--unimodal-weight`` and the
+scikit-learn estimators: the weight of the unimodal auxiliary heads' loss (docs/design.md, "Sixth round")."""
+
 
 def from_dataset(cls: type[FusionModel], dataset, fusion: str, dim: int = 64, encoder: str = "mlp",
                  fusion_kwargs: dict[str, Any] | None = None, encoder_kwargs: dict[str, Any] | None = None,

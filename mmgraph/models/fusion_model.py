@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmgraph.data.dataset import _check_class_names
@@ -71,6 +72,20 @@ class FusionModel(nn.Module):
             columns (default: detected from the columns).
         fixed_steps: ``{modality: T}`` for sequences fused step by step as aligned temporal nodes: :meth:`prepare`
             pads (or trims padding) to exactly ``T`` steps, so the graph never depends on how a batch was padded.
+        unimodal_weight: weight of the unimodal auxiliary loss: in training, every classification task also gets
+            one linear head per modality on that modality's own embedding (a sequence's mean over its present
+            steps), and :meth:`unimodal_loss` (which :func:`~mmgraph.training.fit` adds to the task loss) is
+            ``unimodal_weight · Σ_t w_t · mean_m CE(head_{t,m}(e_m), y_t)`` over the samples where modality ``m``
+            is present. The heads start at zero, so an encoder gets no gradient through its head until its
+            embedding predicts the label; on a task no modality predicts alone (an XOR) they stay out of the way.
+            The heads are used in training only: predictions come from the fused heads alone. Each
+            encoder thus learns its modality's own evidence, which joint training under-learns when one modality
+            suffices to fit the training set (Wang et al., "What makes training multi-modal classification networks
+            hard?", CVPR 2020; Du et al., "On uni-modal feature learning in supervised multi-modal learning", ICML
+            2023). Regression tasks get no such heads (a score that needs several modalities, as in
+            :func:`~mmgraph.data.synthetic.make_sentiment`, lost accuracy with them), nor does a model of one
+            modality (the head would duplicate the task head; unimodal baselines lost accuracy with it). The same
+            for every fusion (docs/design.md, "Sixth round", has the figures); ``0``: no heads.
 
     Shapes:
         ``forward(inputs, mask, step_mask)`` with ``inputs = {m: Tensor[B, ...]}`` (every modality of
@@ -99,6 +114,7 @@ class FusionModel(nn.Module):
         input_spec: Mapping[str, Mapping[str, Any]] | None = None,
         input_kinds: Mapping[str, str] | None = None,
         fixed_steps: Mapping[str, int] | None = None,
+        unimodal_weight: float = factory.UNIMODAL_WEIGHT,
     ) -> None:
         super().__init__()
         if not isinstance(encoders, Mapping) or not encoders:
@@ -120,6 +136,9 @@ class FusionModel(nn.Module):
         for arg, value in (("modality_dropout", modality_dropout), ("head_dropout", head_dropout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{arg}: expected a float in [0, 1), got {value!r}")
+        if isinstance(unimodal_weight, bool) or not isinstance(unimodal_weight, (int, float)) \
+                or not 0.0 <= unimodal_weight < float("inf"):
+            raise ValueError(f"unimodal_weight: expected a finite float >= 0, got {unimodal_weight!r}")
 
         self.modalities: list[str] = list(encoders)
         self.tasks: dict[str, int] = dict(tasks)
@@ -170,6 +189,20 @@ class FusionModel(nn.Module):
                             f"with out_dim={fused_dim!r}")
         self.heads = nn.ModuleDict({
             task: _head(fused_dim, classes or 1, head_hidden, head_dropout) for task, classes in self.tasks.items()})
+        self.unimodal_weight = float(unimodal_weight)
+        self._config["unimodal_weight"] = self.unimodal_weight
+        classified = {task: classes for task, classes in self.tasks.items() if classes}
+        # one linear head per (classification task, modality), used in training only (unimodal_loss)
+        self.unimodal_heads = nn.ModuleDict({
+            task: nn.ModuleDict({name: nn.Linear(dim, classes) for name in self.modalities})
+            for task, classes in classified.items()}) if self.unimodal_weight > 0 and classified \
+            and len(self.modalities) > 1 else None  # one modality: its head would be the task head's twin
+        if self.unimodal_heads is not None:  # zero: no gradient reaches an encoder until its modality predicts
+            for heads in self.unimodal_heads.values():
+                for head in heads.values():
+                    nn.init.zeros_(head.weight)
+                    nn.init.zeros_(head.bias)
+        self._unimodal: tuple[dict[str, Tensor], Tensor | None] | None = None
 
     from_dataset = classmethod(factory.from_dataset)
 
@@ -239,9 +272,42 @@ class FusionModel(nn.Module):
         """The fusion's auxiliary loss of the last forward (e.g. Seq2Seq translation loss), or None."""
         return getattr(self.fusion, "aux_loss", None)
 
+    def unimodal_loss(self, targets: Mapping[str, Tensor], task_weights: Mapping[str, float] | None = None,
+                      class_weights: Mapping[str, Tensor] | None = None) -> Tensor | None:
+        """The unimodal auxiliary loss of the last training-mode forward (see ``unimodal_weight``), or None (no
+        unimodal heads, or no training forward since the last call: the logits are consumed).
+
+        Args:
+            targets: ``{task: LongTensor[B]}`` of that forward's batch (other tasks are ignored).
+            task_weights: ``{task: w_t}`` (default 1 each), as the task loss weighs its tasks.
+            class_weights: ``{task: Tensor[C]}`` for the cross-entropy, as the task loss's.
+
+        Returns:
+            ``unimodal_weight · Σ_t w_t · (1/M) Σ_m mean_{b: m present in b} CE(head_{t,m}(e_{b,m}), y_{b,t})``, a
+            scalar tensor.
+        """
+        if self._unimodal is None:
+            return None
+        logits, present = self._unimodal
+        self._unimodal = None
+        total = 0.0
+        for task, per_modality in logits.items():
+            target = targets[task].long()
+            weight = (class_weights or {}).get(task)
+            for m, output in enumerate(per_modality.unbind(1)):  # [B, M, C] -> M x [B, C]
+                loss = F.cross_entropy(output.float(), target, weight=weight, reduction="none")
+                if present is not None:
+                    keep = present[:, m].to(loss.dtype)
+                    loss = (loss * keep).sum() / keep.sum().clamp(min=1.0)
+                else:
+                    loss = loss.mean()
+                total = total + (task_weights or {}).get(task, 1.0) * loss / len(self.modalities)
+        return self.unimodal_weight * total
+
     def extra_repr(self) -> str:
         return f"modalities={self.modalities}, tasks={self.tasks}, dim={self.dim}, " \
-               f"modality_dropout={self.modality_dropout}"
+               f"modality_dropout={self.modality_dropout}" + \
+               (f", unimodal_weight={self.unimodal_weight}" if self.unimodal_heads is not None else "")
 
     def forward(self, inputs: Mapping[str, Tensor], mask: Tensor | Mapping[str, Tensor] | None = None,
                 step_mask: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -340,6 +406,12 @@ class FusionModel(nn.Module):
                                  "would leak into its output; use a step-aware encoder (gru, lstm, conv1d)")
             embeddings.append(embedding)
 
+        # the unimodal heads' logits of this forward (training with autograd only), for unimodal_loss; another
+        # forward drops stale ones (no write otherwise: tracing and export see no attribute change)
+        if self.training and self.unimodal_heads is not None and torch.is_grad_enabled():
+            self._unimodal = self._unimodal_logits(embeddings, mask, step_mask)
+        elif self._unimodal is not None:
+            self._unimodal = None
         if self.training and self.modality_dropout > 0.0:
             mask = self._drop_modalities(mask, batch, device)
         if all(e.dim() == 2 for e in embeddings):
@@ -350,6 +422,32 @@ class FusionModel(nn.Module):
             return by_name, mask, {name: steps for name, steps in step_mask.items() if by_name[name].dim() == 3}
         nodes, node_mask = self._stack_sequences(embeddings, mask, step_mask)  # [B, M, T, D], [B, M, T]
         return nodes, node_mask, None
+
+    def _unimodal_logits(self, embeddings: list[Tensor], mask: Tensor | None, step_mask: Mapping[str, Tensor]
+                         ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """Each unimodal head on its modality's embedding (before modality dropout; a sequence ``[B, T, D]`` pooled
+        by the mean over its present steps): ``({task: [B, M, C]}, present [B, M] | None)``."""
+        pooled, present = [], []
+        for m, (name, embedding) in enumerate(zip(self.modalities, embeddings)):
+            here = None if mask is None else mask[:, m]
+            if embedding.dim() == 3:
+                steps = step_mask.get(name)
+                if steps is None:
+                    embedding = embedding.mean(1)
+                else:
+                    weight = steps.unsqueeze(-1).to(embedding.dtype)
+                    embedding = (embedding * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+                    here = steps.any(1) if here is None else here & steps.any(1)
+            pooled.append(embedding)
+            present.append(here)
+        if all(p is None for p in present):
+            keep = None
+        else:
+            keep = torch.stack([torch.ones(len(pooled[0]), dtype=torch.bool, device=pooled[0].device)
+                                if p is None else p for p in present], dim=1)
+        logits = {task: torch.stack([heads[name](e) for name, e in zip(self.modalities, pooled)], dim=1)
+                  for task, heads in self.unimodal_heads.items()}
+        return logits, keep
 
     def _drop_modalities(self, mask: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Mask out each present modality with probability ``p``; a sample that would lose all of them keeps one

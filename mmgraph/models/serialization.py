@@ -212,6 +212,8 @@ def _build(cls: type[FusionModel], path: Path, config: dict[str, Any], versions:
         raise IncompatibleFileError(f"{path}: config keys {unknown} are not known to this mmgraph (written by "
                                     f"{writer}; this version knows {sorted(known)}); upgrade mmgraph to read it")
     config = dict(config)
+    # written before the unimodal heads (docs/design.md, "Sixth round"): the model had none, whatever its fusion
+    config.setdefault("unimodal_weight", 0.0)
     shapes = config.pop("input_stats", None) or {}
     config["input_stats"] = {name: (torch.zeros(shape), torch.ones(shape)) for name, shape in shapes.items()}
     try:

@@ -106,7 +106,8 @@ def _resume_changes(path: Path, saved: Mapping[str, Any], config: Mapping[str, A
     return changed
 
 
-_ARCHITECTURE = ("architecture", "encoders", "fusion", "fusion_kwargs", "dim", "tasks", "head_hidden", "standardized")
+_ARCHITECTURE = ("architecture", "encoders", "fusion", "fusion_kwargs", "dim", "tasks", "head_hidden", "standardized",
+                 "unimodal_weight")  # the unimodal heads exist or not
 """Settings of :func:`_model_settings` that shape the model's parameters (a resume cannot override them)."""
 
 

@@ -126,7 +126,9 @@ def fit(
             counts as an improvement.
         grad_clip: max gradient norm, or None.
         task_weights: ``{task: weight}`` for the summed loss (default 1 each). Loss =
-            ``Σ_t w_t · (CE or MSE)_t + aux_weight · model.aux_loss``.
+            ``Σ_t w_t · (CE or MSE)_t + aux_weight · model.aux_loss + model.unimodal_loss(...)`` (the unimodal
+            heads' loss of a :class:`~mmgraph.models.FusionModel` with ``unimodal_weight > 0``, weighted by the
+            same task and class weights).
         label_smoothing: in ``[0, 1)``, for the training cross-entropy (validation loss is the plain one).
         class_weight: per-class weights of the training cross-entropy: ``"balanced"`` (``n / (k · count_c)`` over
             the ``k`` classes present in ``train``, per task) or ``{task: [w_0, ..., w_{C-1}]}``.
@@ -358,6 +360,11 @@ def _train_epoch(state: _EpochState, loader: DataLoader) -> float:
             aux = raw_model.aux_loss if config.aux_weight else None
             if aux is not None:
                 loss = loss + config.aux_weight * aux
+            unimodal_loss = getattr(raw_model, "unimodal_loss", None)  # FusionModel's; None on other modules
+            unimodal = None if unimodal_loss is None else unimodal_loss(batch.targets, state.weights,
+                                                                        state.class_weights)
+            if unimodal is not None:
+                loss = loss + unimodal
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
