@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from mmgraph.data.dataset import _check_class_names
 from mmgraph.data.transforms import drop_modalities
-from mmgraph.fusion import build_fusion, check_mask, fusion_class
+from mmgraph.fusion import build_fusion, check_mask, fusion_class, masked_mean
 from mmgraph.models import factory
 from mmgraph.models.preprocessing import (Standardize, _check_input_shape, _check_standardized_shape, _shape_text,
                                            check_input_kinds, prepare)
@@ -435,8 +435,7 @@ class FusionModel(nn.Module):
                 if steps is None:
                     embedding = embedding.mean(1)
                 else:
-                    weight = steps.unsqueeze(-1).to(embedding.dtype)
-                    embedding = (embedding * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+                    embedding = masked_mean(embedding, steps)
                     here = steps.any(1) if here is None else here & steps.any(1)
             pooled.append(embedding)
             present.append(here)
