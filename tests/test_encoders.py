@@ -61,12 +61,44 @@ def test_max_pool_2x2_is_nn_max_pool_bit_for_bit_with_and_without_autograd(shape
 @pytest.mark.dynamo
 def test_cnn_encoders_export_with_their_max_pool():
     torch.manual_seed(0)
-    encoder = build_encoder("spatial_cnn", D, image_size=(12, 12)).eval()
-    x = torch.rand(3, 1, 12, 12)
+    for encoder in (build_encoder("spatial_cnn", D, image_size=(12, 12)).eval(),
+                    build_encoder("spectrogram_cnn_frames", D, image_size=(12, 12)).eval()):
+        x = torch.rand(3, 1, 12, 12)
+        with torch.no_grad():
+            expected = encoder(x)
+        program = torch.export.export(encoder, (x,))
+        assert torch.allclose(program.module()(x), expected, atol=1e-6)
+
+
+def test_spectrogram_cnn_frames_gives_one_node_per_time_column_that_sees_only_nearby_columns():
+    torch.manual_seed(0)
+    encoder = build_encoder("spectrogram_cnn_frames", D, image_size=(32, 48), stem=2).eval()
+    assert encoder.frames == 12  # 48 // stem // 2
+    x = torch.randn(3, 1, 32, 48)
     with torch.no_grad():
-        expected = encoder(x)
-    program = torch.export.export(encoder, (x,))
-    assert torch.allclose(program.module()(x), expected, atol=1e-6)
+        frames = encoder(x)
+        assert frames.shape == (3, 12, D)
+        later = x.clone()
+        later[..., 32:] = torch.randn(3, 1, 32, 16)  # new columns 32-47
+        changed = (encoder(later) - frames).abs().amax(dim=(0, 2)) > 0  # [frames]
+    # frame t covers columns [4t - 6, 4t + 10) (stem 2, two 3x3 convolutions, one 2x2 pool in time): frames
+    # 0-5 end before column 32, frames 6-11 reach it
+    assert changed.tolist() == [False] * 6 + [True] * 6
+    with pytest.raises(ValueError, match=r"x: expected a float spectrogram batch \[B, 1, 32, 48\]"):
+        encoder(torch.randn(3, 1, 48, 32))
+    with pytest.raises(ValueError, match=r"image_size: expected \(F, T\) with F >= 8 and T >= 4"):
+        build_encoder("spectrogram_cnn_frames", D, image_size=(6, 48), stem=2)
+
+
+def test_spectrogram_cnn_frames_shares_the_spatial_cnn_convolutions():
+    """The two encoders build the same convolutions in the same order: one seed gives the same kernels."""
+    torch.manual_seed(3)
+    frames = build_encoder("spectrogram_cnn_frames", D, image_size=(112, 112), stem=4)
+    torch.manual_seed(3)
+    spatial = build_encoder("spatial_cnn", D, image_size=(112, 112), stem=4)
+    convs = [[m.weight for m in e.features if isinstance(m, nn.Conv2d)] for e in (frames, spatial)]
+    assert len(convs[0]) == 3 and all(torch.equal(a, b) for a, b in zip(*convs))
+    assert frames.frames == 14 and frames.proj.in_features == 32 * 7
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -130,7 +162,7 @@ def test_conv1d_pools_over_real_steps_or_returns_the_sequence(pool):
 
 def test_reset_parameters_reinitialises_every_encoder():
     for name, kwargs in [("mlp", {"in_dim": 3}), ("cnn", {}), ("gru", {"in_dim": 3}), ("lstm", {"vocab_size": 5}),
-                         ("conv1d", {"in_dim": 3})]:
+                         ("conv1d", {"in_dim": 3}), ("spectrogram_cnn_frames", {"image_size": (8, 8)})]:
         encoder = build_encoder(name, D, **kwargs)
         before = [p.detach().clone() for p in encoder.parameters()]
         torch.manual_seed(123)
@@ -156,3 +188,26 @@ def test_encoders_train_end_to_end_on_raw_modalities():
         loss.backward()
         opt.step()
     assert (logits.argmax(1) == batch.targets["label"]).float().mean() > 0.8
+
+
+def test_from_dataset_completes_spectrogram_cnn_frames_into_temporal_nodes_of_the_gnn(tmp_path):
+    """``encoders={"audio": "spectrogram_cnn_frames"}``: the widths and stem are read from the data, the frames are
+    temporal nodes of the GNN (temporal edges on by default), and a saved model predicts the same after loading."""
+    from mmgraph import FusionModel, MultiModalDataset
+
+    torch.manual_seed(0)
+    data = MultiModalDataset({"image": torch.rand(6, 1, 8, 8), "audio": torch.rand(6, 1, 16, 64)},
+                             {"label": torch.tensor([0, 1, 2, 0, 1, 2])})
+    model = FusionModel.from_dataset(data, "gnn", dim=D, encoders={"audio": "spectrogram_cnn_frames"}, seed=0)
+    spec = model.config()["encoders"]["audio"]
+    assert spec == {"name": "spectrogram_cnn_frames", "in_channels": 1, "image_size": [16, 64], "stem": 1}
+    assert model.config()["fusion_kwargs"]["temporal_window"] > 0
+    nodes = model.eval().explain(data[torch.arange(6)].inputs)["node_modality"]
+    assert nodes.count("audio") == 32 and nodes.count("image") == 1  # 64 // 2 frames, one image node
+    expected = model(data[torch.arange(6)].inputs)["label"]
+    loaded = FusionModel.load(model.save(tmp_path / "m.mmgraph"))
+    assert torch.equal(loaded(data[torch.arange(6)].inputs)["label"], expected)
+    with pytest.raises(ValueError, match=r"encoders\['image'\]: cannot complete 'spectrogram_cnn_frames'"):
+        FusionModel.from_dataset(MultiModalDataset({"image": torch.rand(6, 4), "audio": torch.rand(6, 3)},
+                                                   {"label": torch.zeros(6, dtype=torch.long)}),
+                                 "gnn", encoders={"image": "spectrogram_cnn_frames"})

@@ -12,6 +12,8 @@ mlp                 ``[..., in_dim]`` (vectors, or frames per step)     ``[..., 
 cnn                 images ``[B, C, H, W]`` (global average pooling)    ``[B, out_dim]``
 spatial_cnn         images ``[B, C, H, W]`` (keeps spatial layout)      ``[B, out_dim]``
 spectrogram_frames  ``[B, C, F, T]``                                    ``[B, frames, out_dim]``
+spectrogram_cnn_    ``[B, C, F, T]`` (convolutions, then one node per       ``[B, T // stem // 2, out_dim]``
+frames              time column)
 gru/lstm            tokens ``[B, T]`` (int64) or frames ``[B, T, F]``   ``[B, out_dim]`` or ``[B, T, out_dim]``
 conv1d              frames ``[B, T, F]``                                ``[B, out_dim]``, ``[B, T, out_dim]`` or
                                                                         ``([B, K, out_dim], None)`` (segments)
@@ -25,7 +27,7 @@ returns the pair ``(embedding [B, T_out, D], step_mask [B, T_out] | None)`` (Non
 :class:`~mmgraph.models.FusionModel` then uses that step mask for the fusion.
 """
 
-from mmgraph.encoders.audio import RepeatSteps, SpectrogramFramesEncoder
+from mmgraph.encoders.audio import RepeatSteps, SpectrogramCNNFramesEncoder, SpectrogramFramesEncoder
 from mmgraph.encoders.base import available_encoders, build_encoder, register_encoder, segment_mean
 from mmgraph.encoders.cnn import CNNEncoder, SpatialCNNEncoder
 from mmgraph.encoders.conv1d import Conv1dEncoder
@@ -41,6 +43,7 @@ __all__ = [
     "RNNEncoder",
     "RepeatSteps",
     "SpatialCNNEncoder",
+    "SpectrogramCNNFramesEncoder",
     "SpectrogramFramesEncoder",
     "VocabularyTextEncoder",
     "available_encoders",

@@ -1,15 +1,73 @@
-"""Audio as temporal nodes: :class:`SpectrogramFramesEncoder` (``spectrogram_frames``) and :class:`RepeatSteps`
-(a static modality repeated beside sequence nodes)."""
+"""Audio as temporal nodes: :class:`SpectrogramCNNFramesEncoder` (``spectrogram_cnn_frames``, convolutions over
+the spectrogram, one node per pooled time column), :class:`SpectrogramFramesEncoder` (``spectrogram_frames``, an MLP
+per time-averaged frame) and :class:`RepeatSteps` (a static modality repeated beside sequence nodes)."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mmgraph.encoders.base import register_encoder
+from mmgraph.encoders.base import _check_dropout, _reset_children, register_encoder
+from mmgraph.encoders.cnn import lenet_layers
 from mmgraph.encoders.mlp import MLPEncoder
 from mmgraph.utils import check_int as _check_int
 
-__all__ = ["RepeatSteps", "SpectrogramFramesEncoder"]
+__all__ = ["RepeatSteps", "SpectrogramCNNFramesEncoder", "SpectrogramFramesEncoder"]
+
+
+@register_encoder("spectrogram_cnn_frames")
+class SpectrogramCNNFramesEncoder(nn.Module):
+    """A spectrogram as a frame sequence read by convolutions: the layers of
+    :class:`~mmgraph.encoders.SpatialCNNEncoder` (optional stride-``stem`` stem, two 3x3 conv blocks of 16 and 32
+    channels), with the second max-pool over frequency only, so time keeps twice the resolution; then one node per
+    time column, its 32 channels x remaining frequencies mapped by one shared linear projection.
+
+    A 112 x 112 spectrogram with ``stem=4`` gives 14 frames, 8 input columns apart, each seeing 32 of the 112
+    columns (the convolutions' receptive field), where :class:`SpectrogramFramesEncoder` averages 8 columns into a vector
+    and maps it by an MLP. On av-digits the frame GNN (``gnn-temporal``) reached 96.35 % validation accuracy with
+    these frames against 95.52 % with the MLP frames (6 init seeds; docs/design.md, "Seventh round").
+
+    Shapes: ``x: [B, C, F, T] -> [B, T // stem // 2, out_dim]`` (rows = frequency, columns = time) with
+    ``(F, T) == image_size``.
+
+    Args:
+        out_dim: embedding width. image_size: ``(F, T)`` of the inputs (fixes the projection's width and the
+        number of frames). in_channels: ``C``. stem: stride of the optional stem convolution. dropout: before the
+        projection.
+    """
+
+    def __init__(self, out_dim: int, image_size: tuple[int, int], in_channels: int = 1, stem: int = 1,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        _check_int("out_dim", out_dim, 1)
+        _check_int("in_channels", in_channels, 1)
+        _check_int("stem", stem, 1)
+        _check_dropout(dropout)
+        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+                or any(isinstance(s, bool) or not isinstance(s, int) for s in image_size)
+                or image_size[0] < 4 * stem or image_size[1] < 2 * stem):
+            raise ValueError(f"image_size: expected (F, T) with F >= {4 * stem} and T >= {2 * stem} (4 and 2 x "
+                             f"stem), got {image_size!r}")
+        self.out_dim, self.in_channels, self.stem = out_dim, in_channels, stem
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.features = nn.Sequential(*lenet_layers(in_channels, stem, nn.MaxPool2d((2, 1))))
+        self.dropout = nn.Dropout(dropout)
+        self.frames = self.image_size[1] // stem // 2
+        self.proj = nn.Linear(32 * (self.image_size[0] // stem // 4), out_dim)
+
+    def reset_parameters(self) -> None:
+        _reset_children(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x: [B, C, F, T] -> [B, frames, out_dim]``."""
+        if not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.image_size):
+            raise ValueError(f"x: expected a float spectrogram batch [B, {self.in_channels}, {self.image_size[0]}, "
+                             f"{self.image_size[1]}], got {x.dtype} of shape {tuple(x.shape)}")
+        columns = self.features(x).permute(0, 3, 1, 2).flatten(2)  # [B, frames, 32 * F']
+        return self.proj(self.dropout(columns))
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, image_size={self.image_size}, out_dim={self.out_dim}, "
+                f"stem={self.stem}, frames={self.frames}")
 
 
 @register_encoder("spectrogram_frames")

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from mmgraph.encoders.base import _check_dropout, _reset_children, register_encoder
 from mmgraph.utils import check_int as _check_int
 
-__all__ = ["CNNEncoder", "MaxPool2x2", "SpatialCNNEncoder"]
+__all__ = ["CNNEncoder", "MaxPool2x2", "SpatialCNNEncoder", "lenet_layers"]
 
 
 class MaxPool2x2(nn.Module):
@@ -32,6 +32,18 @@ class MaxPool2x2(nn.Module):
         x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
         return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
                              torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
+def lenet_layers(in_channels: int, stem: int, last_pool: nn.Module) -> list[nn.Module]:
+    """The convolutions of :class:`SpatialCNNEncoder` and :class:`~mmgraph.encoders.SpectrogramCNNFramesEncoder`:
+    an optional stride-``stem`` stem convolution (8 channels, when ``stem > 1``), then two 3x3 conv blocks (16, 32
+    channels) with ReLU, a 2x2 max-pool after the first and ``last_pool`` after the second.
+
+    Shapes: ``[B, C, H, W] -> [B, 32, H // stem // 2 // p_H, W // stem // 2 // p_W]`` for a ``last_pool`` of
+    window ``(p_H, p_W)``."""
+    stem_layers: list[nn.Module] = [nn.Conv2d(in_channels, 8, stem, stride=stem), nn.ReLU()] if stem > 1 else []
+    return [*stem_layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), MaxPool2x2(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), last_pool]
 
 
 @register_encoder("cnn")
@@ -102,10 +114,7 @@ class SpatialCNNEncoder(nn.Module):
             raise ValueError(f"image_size: expected (H, W) with H, W >= {4 * stem} (4 x stem), got {image_size!r}")
         self.out_dim, self.in_channels, self.stem = out_dim, in_channels, stem
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        stem_layers: list[nn.Module] = [nn.Conv2d(in_channels, 8, stem, stride=stem), nn.ReLU()] if stem > 1 else []
-        self.features = nn.Sequential(
-            *stem_layers, nn.Conv2d(8 if stem > 1 else in_channels, 16, 3, padding=1), nn.ReLU(), MaxPool2x2(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), MaxPool2x2(), nn.Flatten(), nn.Dropout(dropout))
+        self.features = nn.Sequential(*lenet_layers(in_channels, stem, MaxPool2x2()), nn.Flatten(), nn.Dropout(dropout))
         height, width = (size // stem // 2 // 2 for size in self.image_size)
         self.proj = nn.Linear(32 * height * width, out_dim)
 

@@ -7,7 +7,8 @@
   (elsewhere none: they would only add unused relation weights);
 * ``gnn-no-temporal``: the same GNN without temporal edges (the control on sequence data);
 * ``gnn-temporal`` / ``gnn-frames-no-temporal`` (image + spectrogram data): the spectrogram as
-  :data:`AUDIO_FRAMES` frames (the image repeated at every frame) into the GNN with / without temporal edges;
+  :data:`AUDIO_FRAMES` frames of a :class:`~mmgraph.encoders.SpectrogramCNNFramesEncoder` (the image repeated at
+  every frame) into the GNN with / without temporal edges;
 * ``gnn-pruned-<fraction>`` (sequence data, opt-in): ``gnn`` with MTAG-style edge pruning of that fraction;
 * ``unimodal:<modality>``: that modality alone, with the same encoder, MLP and head as early fusion (``concat``).
 """
@@ -24,7 +25,7 @@ __all__ = ["AUDIO_FRAMES", "FRAME_METHODS", "GNN_KWARGS", "SEQUENCE_METHODS", "M
            "default_methods", "is_audio_visual", "has_sequences", "resolve_method"]
 
 GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "concat", "positional": "sinusoidal"}
-AUDIO_FRAMES = 14  # the frame methods see the 112 spectrogram columns pooled into 14 frames of 8
+AUDIO_FRAMES = 14  # the frame methods see av-digits' 112 spectrogram columns as 14 frames, 8 columns apart
 FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal")
 # on sequence benchmarks the fusions that read sequences compete
 SEQUENCE_METHODS = ("gnn", "gnn-no-temporal", "seq2seq", "cnn")

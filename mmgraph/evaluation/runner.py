@@ -19,8 +19,8 @@ from torch import nn
 
 from mmgraph.data import MultiModalDataset, standardize
 from mmgraph.data.registry import load_dataset_with_split
-from mmgraph.encoders import RepeatSteps, SpatialCNNEncoder, SpectrogramFramesEncoder
-from mmgraph.evaluation.methods import AUDIO_FRAMES, Method, has_sequences, is_audio_visual, resolve_method
+from mmgraph.encoders import RepeatSteps, SpatialCNNEncoder, SpectrogramCNNFramesEncoder
+from mmgraph.evaluation.methods import Method, has_sequences, is_audio_visual, resolve_method
 from mmgraph.evaluation.protocol import Budget, Split, splits
 from mmgraph.evaluation.robustness import corruption_curves, drop_curves
 from mmgraph.evaluation.scores import run_scores, task_scores
@@ -79,19 +79,23 @@ def only(data: MultiModalDataset, modality: str) -> MultiModalDataset:
 
 def audio_visual_encoders(data: MultiModalDataset, frames: bool, dim: int, dropout: float) -> dict[str, nn.Module]:
     """The encoders every method gets on image + spectrogram data: a :class:`~mmgraph.encoders.SpatialCNNEncoder`
-    per image, with a strided stem per spectrogram; with ``frames`` the spectrogram as :data:`AUDIO_FRAMES` frames
-    and the image repeated at every frame."""
+    per image, with a strided stem per spectrogram; with ``frames`` the spectrogram as the frames of a
+    :class:`~mmgraph.encoders.SpectrogramCNNFramesEncoder` (the same convolutions and stem;
+    :data:`~mmgraph.evaluation.methods.AUDIO_FRAMES` frames for a 112-column spectrogram) and the image repeated
+    at every frame."""
     encoders: dict[str, nn.Module] = {}
+    steps = 0
     for name, shape in data.input_shapes.items():
+        stem = shape[1] // 28 if name == "audio" else 1
         if name == "audio" and frames:
-            encoders[name] = SpectrogramFramesEncoder(dim, shape[0] * shape[1], AUDIO_FRAMES, dropout)
-        elif name == "audio":
-            encoders[name] = SpatialCNNEncoder(dim, tuple(shape[1:]), in_channels=shape[0], stem=shape[1] // 28,
-                                               dropout=dropout)
+            encoders[name] = SpectrogramCNNFramesEncoder(dim, tuple(shape[1:]), in_channels=shape[0], stem=stem,
+                                                         dropout=dropout)
+            steps = encoders[name].frames
         else:
-            encoders[name] = SpatialCNNEncoder(dim, tuple(shape[1:]), in_channels=shape[0], dropout=dropout)
+            encoders[name] = SpatialCNNEncoder(dim, tuple(shape[1:]), in_channels=shape[0], stem=stem,
+                                               dropout=dropout)
     if frames:
-        encoders = {name: e if name == "audio" else RepeatSteps(e, AUDIO_FRAMES) for name, e in encoders.items()}
+        encoders = {name: e if name == "audio" else RepeatSteps(e, steps) for name, e in encoders.items()}
     return encoders
 
 

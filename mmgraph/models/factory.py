@@ -201,6 +201,12 @@ def _override(dataset, name: str, spec: Any, kind: str, text_model: str | None, 
         return {"name": spec, "in_dim": shape[-1]}
     if spec == "spectrogram_frames" and kind == "image":
         return {"name": spec, "frequencies": shape[0] * shape[1]}
+    if spec == "spectrogram_cnn_frames" and kind == "image":
+        image = _image_spec(shape)
+        if image["name"] != "spatial_cnn":
+            raise ValueError(f"encoders[{name!r}]: spectrogram_cnn_frames needs spectrograms of at least 4 x 4, got "
+                             f"per-sample shape {tuple(shape)}")
+        return {**image, "name": spec}
     raise ValueError(f"encoders[{name!r}]: cannot complete {spec!r} for a {kind} modality of per-sample shape "
                      f"{tuple(shape)}; give a full spec {{'name': {spec!r}, ...}}")
 
@@ -208,7 +214,7 @@ def _override(dataset, name: str, spec: Any, kind: str, text_model: str | None, 
 def _gives_steps(spec: Mapping[str, Any]) -> bool:
     """Whether an encoder spec gives temporal nodes ``[B, T, D]``."""
     return (spec["name"] in ("pretrained_text", "vocab_text") and spec.get("nodes", "tokens") == "tokens") \
-        or spec["name"] == "spectrogram_frames" or bool(spec.get("segments")) or bool(spec.get("return_sequence"))
+        or spec["name"] in ("spectrogram_frames", "spectrogram_cnn_frames") or bool(spec.get("segments")) or bool(spec.get("return_sequence"))
 
 def _input_spec(shape: tuple[int, ...], floating: bool) -> dict[str, Any]:
     """What the model accepts for a modality of per-sample ``shape`` (its ``input_spec`` entry): float features keep
