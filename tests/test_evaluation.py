@@ -141,6 +141,30 @@ def test_the_comparison_trains_with_budget_train_a_trainconfig_passed_to_fit(mon
     assert info["epochs_run"] == 1 and [h["epoch"] for h in info["history"]] == [1]  # gnn_ablations.py --curves
 
 
+@pytest.mark.parametrize("name, fusion", [("gnn-temporal", "gnn"), ("gnn-frames-no-temporal", "gnn"),
+                                          ("cnn-frames", "cnn"), ("seq2seq-frames", "seq2seq")])
+def test_frame_methods_read_the_spectrogram_as_cnn_frames_beside_the_repeated_image(name, fusion):
+    """The frame methods (the GNN and its controls) share one encoder set: the spectrogram as the temporal nodes of
+    a SpectrogramCNNFramesEncoder, the image's embedding repeated at every frame; the other methods get one
+    embedding per modality."""
+    from mmgraph.encoders import RepeatSteps, SpectrogramCNNFramesEncoder
+    from mmgraph.evaluation.methods import default_methods
+
+    data = MultiModalDataset({"image": torch.rand(4, 1, 28, 28), "audio": torch.rand(4, 1, 112, 112)},
+                             {"label": torch.arange(4)})
+    method = resolve_method(name)
+    assert method.frames and method.fusion == fusion and name in default_methods(data)
+    torch.manual_seed(0)
+    encoders = runner.audio_visual_encoders(data, method.frames, 8, 0.0)
+    assert isinstance(encoders["audio"], SpectrogramCNNFramesEncoder) and isinstance(encoders["image"], RepeatSteps)
+    batch = data[torch.arange(4)].inputs
+    assert encoders["audio"](batch["audio"]).shape == encoders["image"](batch["image"]).shape == (4, 14, 8)
+    assert runner.audio_visual_encoders(data, False, 8, 0.0)["audio"](batch["audio"]).shape == (4, 8)
+    with pytest.raises(ValueError, match=f"{name!r} needs image \\+ spectrogram data"):
+        runner.train_once(_classification_dataset(n=8), _classification_dataset(n=8), method,
+                          Budget(TrainConfig(epochs=1)), {}, seed=0, device=torch.device("cpu"), modality_dropout=0.0)
+
+
 def test_image_and_spectrogram_data_get_the_cnn_epochs_of_the_budget_everything_else_its_own():
     budget = Budget(TrainConfig(epochs=60, patience=10), image_audio=(5, 3))
     av = MultiModalDataset({"image": torch.zeros(4, 1, 8, 8), "audio": torch.zeros(4, 1, 8, 8)},

@@ -9,6 +9,8 @@
 * ``gnn-temporal`` / ``gnn-frames-no-temporal`` (image + spectrogram data): the spectrogram as
   :data:`AUDIO_FRAMES` frames of a :class:`~mmgraph.encoders.SpectrogramCNNFramesEncoder` (the image repeated at
   every frame) into the GNN with / without temporal edges;
+* ``cnn-frames`` / ``seq2seq-frames`` (image + spectrogram data): the same frames into the two other fusions that
+  read sequences, the controls that say whether the frame GNN gains from its graph or from its frames;
 * ``gnn-pruned-<fraction>`` (sequence data, opt-in): ``gnn`` with MTAG-style edge pruning of that fraction;
 * ``unimodal:<modality>``: that modality alone, with the same encoder, MLP and head as early fusion (``concat``).
 """
@@ -26,7 +28,7 @@ __all__ = ["AUDIO_FRAMES", "FRAME_METHODS", "GNN_KWARGS", "SEQUENCE_METHODS", "M
 
 GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "concat", "positional": "sinusoidal"}
 AUDIO_FRAMES = 14  # the frame methods see av-digits' 112 spectrogram columns as 14 frames, 8 columns apart
-FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal")
+FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal", "cnn-frames", "seq2seq-frames")
 # on sequence benchmarks the fusions that read sequences compete
 SEQUENCE_METHODS = ("gnn", "gnn-no-temporal", "seq2seq", "cnn")
 PRUNED_PREFIX = "gnn-pruned-"
@@ -71,6 +73,8 @@ def resolve_method(name: str, sequences: bool = False) -> Method:
         return Method(name, "gnn", {**gnn, "temporal_window": 0}, frames=name in FRAME_METHODS)
     if name == "gnn-temporal":
         return Method(name, "gnn", gnn, frames=True)
+    if name in ("cnn-frames", "seq2seq-frames"):
+        return Method(name, name.removesuffix("-frames"), frames=True)
     if pruning_of(name) is not None:
         return Method(name, "gnn", {**gnn, "edge_pruning": pruning_of(name)})
     if name.startswith(UNIMODAL_PREFIX) and len(name) > len(UNIMODAL_PREFIX):
