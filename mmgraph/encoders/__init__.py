@@ -5,21 +5,20 @@ Registry in the style of timm: ``@register_encoder("name")`` next to each class,
 :mod:`~mmgraph.encoders.cnn`, :mod:`~mmgraph.encoders.rnn`, :mod:`~mmgraph.encoders.conv1d`,
 :mod:`~mmgraph.encoders.audio`, :mod:`~mmgraph.encoders.text`.
 
-==================  ==================================================  ==========================================
-name                input                                               output
-==================  ==================================================  ==========================================
-mlp                 ``[..., in_dim]`` (vectors, or frames per step)     ``[..., out_dim]``
-cnn                 images ``[B, C, H, W]`` (global average pooling)    ``[B, out_dim]``
-spatial_cnn         images ``[B, C, H, W]`` (keeps spatial layout)      ``[B, out_dim]``
-spectrogram_frames  ``[B, C, F, T]``                                    ``[B, frames, out_dim]``
-spectrogram_cnn_    ``[B, C, F, T]`` (convolutions, then one node per       ``[B, T // stem // 2, out_dim]``
-frames              time column)
-gru/lstm            tokens ``[B, T]`` (int64) or frames ``[B, T, F]``   ``[B, out_dim]`` or ``[B, T, out_dim]``
-conv1d              frames ``[B, T, F]``                                ``[B, out_dim]``, ``[B, T, out_dim]`` or
-                                                                        ``([B, K, out_dim], None)`` (segments)
-pretrained_text     strings (:func:`~mmgraph.encoders.text.encode_texts`)  ``[B, out_dim]`` or token nodes
-vocab_text          strings (:func:`~mmgraph.encoders.text.encode_texts`)  ``[B, out_dim]`` or token nodes
-==================  ==================================================  ==========================================
+======================  ==================================================  ==========================================
+name                    input                                               output
+======================  ==================================================  ==========================================
+mlp                     ``[..., in_dim]`` (vectors, or frames per step)     ``[..., out_dim]``
+cnn                     images ``[B, C, H, W]`` (global average pooling)    ``[B, out_dim]``
+spatial_cnn             images ``[B, C, H, W]`` (keeps spatial layout)      ``[B, out_dim]``
+spectrogram_frames      ``[B, C, F, T]``                                    ``[B, frames, out_dim]``
+spectrogram_cnn_frames  ``[B, C, F, T]`` (convolutions, a node per column)  ``[B, T // stem // 2, out_dim]``
+gru/lstm                tokens ``[B, T]`` (int64) or frames ``[B, T, F]``   ``[B, out_dim]`` or ``[B, T, out_dim]``
+conv1d                  frames ``[B, T, F]``                                ``[B, out_dim]``, ``[B, T, out_dim]`` or
+                                                                            ``([B, K, out_dim], None)`` (segments)
+pretrained_text         strings (:func:`~mmgraph.encoders.text.encode_texts`)  ``[B, out_dim]`` or token nodes
+vocab_text              strings (:func:`~mmgraph.encoders.text.encode_texts`)  ``[B, out_dim]`` or token nodes
+======================  ==================================================  ==========================================
 
 Sequence encoders take an optional ``step_mask: BoolTensor[B, T]`` (True = real step). A sample with no real step
 gets a zero embedding; mask that modality out of the fusion. An encoder whose output steps are not its input steps

@@ -22,9 +22,9 @@ class SpectrogramCNNFramesEncoder(nn.Module):
     time column, its 32 channels x remaining frequencies mapped by one shared linear projection.
 
     A 112 x 112 spectrogram with ``stem=4`` gives 14 frames, 8 input columns apart, each seeing 32 of the 112
-    columns (the convolutions' receptive field), where :class:`SpectrogramFramesEncoder` averages 8 columns into a vector
-    and maps it by an MLP. On av-digits the frame GNN (``gnn-temporal``) reached 96.35 % validation accuracy with
-    these frames against 95.52 % with the MLP frames (6 init seeds; docs/design.md, "Seventh round").
+    columns (the convolutions' receptive field), where :class:`SpectrogramFramesEncoder` averages 8 columns into a
+    vector and maps it by an MLP. On av-digits the frame GNN (``gnn-temporal``) reached 96.36 % validation accuracy
+    with these frames against 94.69 % with the MLP frames (6 init seeds; docs/design.md, "Seventh round").
 
     Shapes: ``x: [B, C, F, T] -> [B, T // stem // 2, out_dim]`` (rows = frequency, columns = time) with
     ``(F, T) == image_size``.

@@ -214,7 +214,8 @@ def _override(dataset, name: str, spec: Any, kind: str, text_model: str | None, 
 def _gives_steps(spec: Mapping[str, Any]) -> bool:
     """Whether an encoder spec gives temporal nodes ``[B, T, D]``."""
     return (spec["name"] in ("pretrained_text", "vocab_text") and spec.get("nodes", "tokens") == "tokens") \
-        or spec["name"] in ("spectrogram_frames", "spectrogram_cnn_frames") or bool(spec.get("segments")) or bool(spec.get("return_sequence"))
+        or spec["name"] in ("spectrogram_frames", "spectrogram_cnn_frames") or bool(spec.get("segments")) \
+        or bool(spec.get("return_sequence"))
 
 def _input_spec(shape: tuple[int, ...], floating: bool) -> dict[str, Any]:
     """What the model accepts for a modality of per-sample ``shape`` (its ``input_spec`` entry): float features keep
