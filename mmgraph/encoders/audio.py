@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mmgraph.encoders.base import _check_dropout, _reset_children, register_encoder
-from mmgraph.encoders.cnn import lenet_layers
+from mmgraph.encoders.base import _reset_children, register_encoder
+from mmgraph.encoders.cnn import check_lenet_arguments, check_lenet_batch, lenet_layers
 from mmgraph.encoders.mlp import MLPEncoder
 from mmgraph.utils import check_int as _check_int
 
@@ -38,17 +38,8 @@ class SpectrogramCNNFramesEncoder(nn.Module):
     def __init__(self, out_dim: int, image_size: tuple[int, int], in_channels: int = 1, stem: int = 1,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        _check_int("out_dim", out_dim, 1)
-        _check_int("in_channels", in_channels, 1)
-        _check_int("stem", stem, 1)
-        _check_dropout(dropout)
-        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
-                or any(isinstance(s, bool) or not isinstance(s, int) for s in image_size)
-                or image_size[0] < 4 * stem or image_size[1] < 2 * stem):
-            raise ValueError(f"image_size: expected (F, T) with F >= {4 * stem} and T >= {2 * stem} (4 and 2 x "
-                             f"stem), got {image_size!r}")
+        self.image_size = check_lenet_arguments(out_dim, image_size, in_channels, stem, dropout, (4, 2), "FT")
         self.out_dim, self.in_channels, self.stem = out_dim, in_channels, stem
-        self.image_size = (int(image_size[0]), int(image_size[1]))
         self.features = nn.Sequential(*lenet_layers(in_channels, stem, nn.MaxPool2d((2, 1))))
         self.dropout = nn.Dropout(dropout)
         self.frames = self.image_size[1] // stem // 2
@@ -59,9 +50,7 @@ class SpectrogramCNNFramesEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [B, C, F, T] -> [B, frames, out_dim]``."""
-        if not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.image_size):
-            raise ValueError(f"x: expected a float spectrogram batch [B, {self.in_channels}, {self.image_size[0]}, "
-                             f"{self.image_size[1]}], got {x.dtype} of shape {tuple(x.shape)}")
+        check_lenet_batch(x, self.in_channels, self.image_size, "spectrogram")
         columns = self.features(x).permute(0, 3, 1, 2).flatten(2)  # [B, frames, 32 * F']
         return self.proj(self.dropout(columns))
 

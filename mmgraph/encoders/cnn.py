@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from mmgraph.encoders.base import _check_dropout, _reset_children, register_encoder
 from mmgraph.utils import check_int as _check_int
 
-__all__ = ["CNNEncoder", "MaxPool2x2", "SpatialCNNEncoder", "lenet_layers"]
+__all__ = ["CNNEncoder", "MaxPool2x2", "SpatialCNNEncoder", "check_lenet_arguments", "check_lenet_batch",
+           "lenet_layers"]
 
 
 class MaxPool2x2(nn.Module):
@@ -32,6 +33,33 @@ class MaxPool2x2(nn.Module):
         x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
         return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
                              torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
+def check_lenet_arguments(out_dim: int, image_size: object, in_channels: int, stem: int, dropout: float,
+                          minimum: tuple[int, int], axes: str = "HW") -> tuple[int, int]:
+    """The argument checks of the LeNet-style encoders (:class:`SpatialCNNEncoder`,
+    :class:`~mmgraph.encoders.SpectrogramCNNFramesEncoder`); returns ``image_size`` as ``(int, int)``.
+    ``minimum``: the smallest size of each axis, in multiples of ``stem``; ``axes``: the two axes' names."""
+    _check_int("out_dim", out_dim, 1)
+    _check_int("in_channels", in_channels, 1)
+    _check_int("stem", stem, 1)
+    _check_dropout(dropout)
+    if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in image_size)
+            or any(s < low * stem for s, low in zip(image_size, minimum))):
+        (a, b), (low_a, low_b) = axes, minimum
+        bound = (f"{a}, {b} >= {low_a * stem} ({low_a} x stem)" if low_a == low_b else
+                 f"{a} >= {low_a * stem} and {b} >= {low_b * stem} ({low_a} and {low_b} x stem)")
+        raise ValueError(f"image_size: expected ({a}, {b}) with {bound}, got {image_size!r}")
+    return int(image_size[0]), int(image_size[1])
+
+
+def check_lenet_batch(x: Tensor, in_channels: int, image_size: tuple[int, int], what: str) -> None:
+    """``ValueError`` unless ``x`` is a float batch ``[B, in_channels, *image_size]`` (``what``: "image" or
+    "spectrogram", for the message)."""
+    if not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != (in_channels, *image_size):
+        raise ValueError(f"x: expected a float {what} batch [B, {in_channels}, {image_size[0]}, {image_size[1]}], "
+                         f"got {x.dtype} of shape {tuple(x.shape)}")
 
 
 def lenet_layers(in_channels: int, stem: int, last_pool: nn.Module) -> list[nn.Module]:
@@ -105,15 +133,8 @@ class SpatialCNNEncoder(nn.Module):
     def __init__(self, out_dim: int, image_size: tuple[int, int], in_channels: int = 1, stem: int = 1,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        _check_int("out_dim", out_dim, 1)
-        _check_int("in_channels", in_channels, 1)
-        _check_int("stem", stem, 1)
-        _check_dropout(dropout)
-        if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
-                or any(isinstance(s, bool) or not isinstance(s, int) or s < 4 * stem for s in image_size)):
-            raise ValueError(f"image_size: expected (H, W) with H, W >= {4 * stem} (4 x stem), got {image_size!r}")
+        self.image_size = check_lenet_arguments(out_dim, image_size, in_channels, stem, dropout, (4, 4))
         self.out_dim, self.in_channels, self.stem = out_dim, in_channels, stem
-        self.image_size = (int(image_size[0]), int(image_size[1]))
         self.features = nn.Sequential(*lenet_layers(in_channels, stem, MaxPool2x2()), nn.Flatten(), nn.Dropout(dropout))
         height, width = (size // stem // 2 // 2 for size in self.image_size)
         self.proj = nn.Linear(32 * height * width, out_dim)
@@ -123,9 +144,7 @@ class SpatialCNNEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [B, C, H, W] -> [B, out_dim]``."""
-        if not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.image_size):
-            raise ValueError(f"x: expected a float image batch [B, {self.in_channels}, {self.image_size[0]}, "
-                             f"{self.image_size[1]}], got {x.dtype} of shape {tuple(x.shape)}")
+        check_lenet_batch(x, self.in_channels, self.image_size, "image")
         return self.proj(self.features(x))
 
     def extra_repr(self) -> str:
