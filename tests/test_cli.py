@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from _processes import run_group
 from mmgraph.model import FusionModel
 from mmgraph.train import load_checkpoint, load_npz, main
 
@@ -169,7 +170,7 @@ def test_torchrun_two_processes_write_and_print_once(tmp_path):
                "-m", "mmgraph.train",
                "--dataset", "synthetic-interaction", "--samples", "300", "--fusion", "concat", "--dim", "16",
                "--epochs", "2", "--out", str(tmp_path / "run"), "--quiet"]
-    completed = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+    completed = run_group(command, ENV, timeout=120)
     # torchrun's failure summary fills the end of stderr: the failing rank's own message is at its start
     assert completed.returncode == 0, (completed.stdout[-1500:] + completed.stderr[:3000] + "\n...\n"
                                        + completed.stderr[-1500:])

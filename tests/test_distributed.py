@@ -3,11 +3,13 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from _processes import run_group
 from mmgraph.train import load_checkpoint
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
@@ -19,7 +21,7 @@ def test_torchrun_two_processes_train_to_identical_parameters(tmp_path):
     # --standalone: torchrun binds a free port itself (no probe-and-release race with the CLI's torchrun test)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
                str(tmp_path)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100)
+    completed = run_group(command, env, timeout=100)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -51,3 +53,27 @@ def test_the_cli_releases_the_process_group_when_a_run_fails(tmp_path, monkeypat
         cli.main(["--dataset", "synthetic-interaction", "--samples", "60", "--fusion", "concat", "--dim", "8",
                   "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"])
     assert not dist.is_initialized()
+
+
+def test_a_timed_out_launcher_takes_its_children_with_it(tmp_path):
+    """The torchrun tests run through run_group: on timeout the launcher's children die with it (subprocess.run's
+    timeout kills the launcher only, and a worker waiting in a collective then outlives the test)."""
+    pid_file = tmp_path / "child.pid"
+    # the child holds no pipe of the launcher, so only the group kill can end it before its 60 s
+    script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL, "
+              f"stderr=subprocess.DEVNULL); open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    with pytest.raises(pytest.fail.Exception, match="timed out after 2 s"):
+        run_group([sys.executable, "-c", script], dict(os.environ), timeout=2)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
