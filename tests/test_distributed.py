@@ -1,7 +1,6 @@
 """DistributedDataParallel under torchrun: 2 CPU processes on gloo."""
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
