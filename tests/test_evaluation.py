@@ -148,7 +148,7 @@ def test_frame_methods_read_the_spectrogram_as_cnn_frames_beside_the_repeated_im
     a SpectrogramCNNFramesEncoder, the image's embedding repeated at every frame; the other methods get one
     embedding per modality."""
     from mmgraph.encoders import RepeatSteps, SpectrogramCNNFramesEncoder
-    from mmgraph.evaluation.methods import default_methods
+    from mmgraph.evaluation.methods import AUDIO_FRAMES, default_methods
 
     data = MultiModalDataset({"image": torch.rand(4, 1, 28, 28), "audio": torch.rand(4, 1, 112, 112)},
                              {"label": torch.arange(4)})
@@ -158,7 +158,8 @@ def test_frame_methods_read_the_spectrogram_as_cnn_frames_beside_the_repeated_im
     encoders = runner.audio_visual_encoders(data, method.frames, 8, 0.0)
     assert isinstance(encoders["audio"], SpectrogramCNNFramesEncoder) and isinstance(encoders["image"], RepeatSteps)
     batch = data[torch.arange(4)].inputs
-    assert encoders["audio"](batch["audio"]).shape == encoders["image"](batch["image"]).shape == (4, 14, 8)
+    assert encoders["audio"].frames == AUDIO_FRAMES == 14  # the documented figure is the encoder's
+    assert encoders["audio"](batch["audio"]).shape == encoders["image"](batch["image"]).shape == (4, AUDIO_FRAMES, 8)
     assert runner.audio_visual_encoders(data, False, 8, 0.0)["audio"](batch["audio"]).shape == (4, 8)
     with pytest.raises(ValueError, match=f"{name!r} needs image \\+ spectrogram data"):
         runner.train_once(_classification_dataset(n=8), _classification_dataset(n=8), method,

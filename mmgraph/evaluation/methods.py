@@ -27,7 +27,9 @@ __all__ = ["AUDIO_FRAMES", "FRAME_METHODS", "GNN_KWARGS", "SEQUENCE_METHODS", "M
            "default_methods", "is_audio_visual", "has_sequences", "resolve_method"]
 
 GNN_KWARGS = {"conv": "gat", "heads": 4, "layers": 2, "readout": "concat", "positional": "sinusoidal"}
-AUDIO_FRAMES = 14  # the frame methods see av-digits' 112 spectrogram columns as 14 frames, 8 columns apart
+# the frames the frame methods see on av-digits' 112-column spectrograms (8 columns apart): the encoder derives
+# them (SpectrogramCNNFramesEncoder.frames); this names the figure for the docs, and a test ties the two
+AUDIO_FRAMES = 14
 FRAME_METHODS = ("gnn-temporal", "gnn-frames-no-temporal", "cnn-frames", "seq2seq-frames")
 # on sequence benchmarks the fusions that read sequences compete
 SEQUENCE_METHODS = ("gnn", "gnn-no-temporal", "seq2seq", "cnn")
