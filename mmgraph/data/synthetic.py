@@ -3,7 +3,8 @@
 * :func:`make_interaction`: the label is a cross-modal interaction (XOR / sum mod C of per-modality codes); every
   modality alone, and a linear model on the concatenation, are at chance.
 * :func:`make_temporal`: the label is the relative order of events in two sequence modalities; every modality
-  alone, and any model that pools over time, are at chance.
+  alone, and any model that pools over time, are at chance; :func:`temporal_posterior` is its Bayes-optimal
+  classifier (the ceiling of every model).
 * :func:`make_raw`: image ``[N, 1, H, W]``, token ``[N, T]`` and frame ``[N, T, F]`` modalities for end-to-end
   encoder tests; the class is recoverable from each.
 * :func:`make_sentiment`: a user's raw sentiment data (transcript strings, ragged audio and visual sequences, the
@@ -17,6 +18,7 @@ Everything is vectorised and reproducible from ``seed``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +28,8 @@ from mmgraph.data.dataset import MultiModalDataset
 from mmgraph.data.transforms import drop_modalities
 from mmgraph.utils import check_int as _check_int
 
-__all__ = ["make_interaction", "make_raw", "make_sentiment", "make_temporal", "random_modality_mask"]
+__all__ = ["make_interaction", "make_raw", "make_sentiment", "make_temporal", "random_modality_mask",
+           "temporal_posterior"]
 
 _POSITIVE = ("good", "great", "excellent", "wonderful", "enjoyable", "brilliant")
 _NEGATIVE = ("bad", "awful", "terrible", "boring", "dull", "horrible")
@@ -96,6 +99,66 @@ def make_temporal(n: int = 2000, num_modalities: int = 2, steps: int = 8, dim: i
             and described by ``step_mask = {m: BoolTensor[n, steps]}``; default all of length ``steps``.
         signal: norm of the event patterns (noise is standard normal per feature).
     """
+    draws = _temporal_draws(n, num_modalities, steps, dim, seed, variable_length, signal)
+    real = torch.arange(steps) < draws.lengths.unsqueeze(1)  # [n, T]
+    names = [f"m{i}" for i in range(num_modalities)]
+    step_mask = {name: real for name in names} if variable_length else None
+    return MultiModalDataset(dict(zip(names, draws.sequences)), draws.labels, step_mask=step_mask,
+                             task_types={"label": 2}, name="synthetic-temporal")
+
+
+def temporal_posterior(n: int = 2000, num_modalities: int = 2, steps: int = 8, dim: int = 8, seed: int = 0,
+                       variable_length: bool = False, signal: float = 4.0) -> Tensor:
+    """The Bayes-optimal ``P(label = 1 | inputs)``, ``[n]``, of the data :func:`make_temporal` generates with the
+    same arguments: the ceiling no model of those inputs can beat (``(posterior > 0.5)`` is the most accurate
+    classifier there is).
+
+    Given the generator's event patterns ``p_m`` (which a model must learn; here they are read from the same draws),
+    the likelihood ratio of "modality ``m``'s event is at step ``t``" against noise there is ``exp(p_m · x_m[t] -
+    |p_m|² / 2)`` (standard normal noise), and the other steps are noise either way. Every pair ``(t_0, t_1)`` a label allows is
+    equally likely a priori (``t_0`` uniform, the offset uniform in the label's ``⌊(L-1)/2⌋`` values), so
+
+    .. math:: \\frac{P(1 | x)}{P(0 | x)} = \\frac{\\sum_{(t_0, t_1): d \\in 1..h} e^{p_0 · x_0[t_0] + p_1 · x_1[t_1]}}
+              {\\sum_{(t_0, t_1): d \\in L-h..L-1} e^{p_0 · x_0[t_0] + p_1 · x_1[t_1]}}, \\quad
+              d = (t_1 - t_0) \\bmod L, \\; h = ⌊(L-1)/2⌋,
+
+    over each sample's own length ``L`` (extra modalities carry nothing and drop out). The inputs are the raw
+    generated ones; standardising them (as the comparison does) is invertible and changes no posterior.
+
+    Example:
+        >>> from mmgraph.data.synthetic import make_temporal, temporal_posterior
+        >>> data = make_temporal(n=1000, seed=3)
+        >>> bayes = ((temporal_posterior(n=1000, seed=3) > 0.5).long() == data.labels()).float().mean()
+        >>> bool(bayes > 0.95)
+        True
+    """
+    draws = _temporal_draws(n, num_modalities, steps, dim, seed, variable_length, signal)
+    # log-likelihood ratio of "the event is at step t" for m0 and m1, up to a constant per sample: [2, n, T]
+    evidence = torch.einsum("mntd,md->mnt", draws.sequences[:2].double(), draws.patterns[:2].double())
+    joint = evidence[0].unsqueeze(2) + evidence[1].unsqueeze(1)  # [n, T (t_0), T (t_1)]
+    t = torch.arange(steps)
+    lengths = draws.lengths.view(-1, 1, 1)
+    inside = (t.view(1, -1, 1) < lengths) & (t.view(1, 1, -1) < lengths)  # both steps within the sample's length
+    offset = (t.view(1, 1, -1) - t.view(1, -1, 1)) % lengths  # d, [n, T, T]
+    half = (lengths - 1) // 2
+    after = inside & (offset >= 1) & (offset <= half)
+    before = inside & (offset >= lengths - half)
+    log_after = joint.masked_fill(~after, float("-inf")).logsumexp(dim=(1, 2))
+    log_before = joint.masked_fill(~before, float("-inf")).logsumexp(dim=(1, 2))
+    return torch.sigmoid(log_after - log_before).float()
+
+
+class _TemporalDraws(NamedTuple):
+    labels: Tensor  # [n]
+    lengths: Tensor  # [n]
+    patterns: Tensor  # [M, dim]
+    sequences: Tensor  # [M, n, T, dim], zero past each length
+
+
+def _temporal_draws(n: int, num_modalities: int, steps: int, dim: int, seed: int, variable_length: bool,
+                    signal: float) -> _TemporalDraws:
+    """The random draws behind :func:`make_temporal` and :func:`temporal_posterior` (one implementation, so the
+    posterior is of exactly the generated data)."""
     _check_int("n", n, 1)
     _check_int("num_modalities", num_modalities, 2)
     _check_int("steps", steps, 3)
@@ -119,11 +182,7 @@ def make_temporal(n: int = 2000, num_modalities: int = 2, steps: int = 8, dim: i
     is_event = torch.arange(steps) == event_steps.unsqueeze(-1)  # [M, n, T]
     sequences = sequences + is_event.unsqueeze(-1) * patterns[:, None, None, :]
     real = torch.arange(steps) < lengths.unsqueeze(1)  # [n, T]
-    sequences = sequences * real[None, :, :, None]
-    names = [f"m{i}" for i in range(num_modalities)]
-    step_mask = {name: real for name in names} if variable_length else None
-    return MultiModalDataset(dict(zip(names, sequences)), labels, step_mask=step_mask, task_types={"label": 2},
-                             name="synthetic-temporal")
+    return _TemporalDraws(labels, lengths, patterns, sequences * real[None, :, :, None])
 
 
 def make_raw(n: int = 512, seed: int = 0, image_size: int = 16, seq_len: int = 12, vocab_size: int = 50,
