@@ -115,8 +115,9 @@ def temporal_posterior(n: int = 2000, num_modalities: int = 2, steps: int = 8, d
 
     Given the generator's event patterns ``p_m`` (which a model must learn; here they are read from the same draws),
     the likelihood ratio of "modality ``m``'s event is at step ``t``" against noise there is ``exp(p_m · x_m[t] -
-    |p_m|² / 2)`` (standard normal noise), and the other steps are noise either way. Every pair ``(t_0, t_1)`` a label allows is
-    equally likely a priori (``t_0`` uniform, the offset uniform in the label's ``⌊(L-1)/2⌋`` values), so
+    |p_m|² / 2)`` (standard normal noise), and the other steps are noise either way. Every pair ``(t_0, t_1)`` a
+    label allows is equally likely a priori (``t_0`` uniform, the offset uniform in the label's ``⌊(L-1)/2⌋``
+    values), so
 
     .. math:: \\frac{P(1 | x)}{P(0 | x)} = \\frac{\\sum_{(t_0, t_1): d \\in 1..h} e^{p_0 · x_0[t_0] + p_1 · x_1[t_1]}}
               {\\sum_{(t_0, t_1): d \\in L-h..L-1} e^{p_0 · x_0[t_0] + p_1 · x_1[t_1]}}, \\quad
