@@ -44,7 +44,9 @@ def ceiling(seeds: list[int]) -> dict[int, dict[str, float]]:
 
 
 def _mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+    from mmgraph.metrics import mean_std
+
+    return "{:.2f} ± {:.2f}".format(*mean_std(values))
 
 
 def main(argv=None) -> dict:

@@ -73,6 +73,8 @@ def validation_accuracy(dataset: str, kwargs: dict, seed: int, init_seed: int, f
 def main(argv=None) -> dict:
     import torch
 
+    from mmgraph.metrics import mean_std
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="synthetic-temporal")
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True,
@@ -92,8 +94,8 @@ def main(argv=None) -> dict:
         runs = [validation_accuracy(args.dataset, kwargs, s, s + o, args.full, args.curves)
                 for s in args.seeds for o in args.init_offsets]
         scores = [run["val"] for run in runs]
-        results[name] = {"kwargs": kwargs, "val_accuracy": scores, "mean": statistics.fmean(scores),
-                         "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        mean, std = mean_std(scores)
+        results[name] = {"kwargs": kwargs, "val_accuracy": scores, "mean": mean, "std": std,
                          "seconds": time.perf_counter() - start}
         extra = ""
         for key in ("mae", "r2"):

@@ -74,7 +74,10 @@ def main(argv=None) -> dict:
 
 
 def _pm(values: list[float]) -> str:
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+    from mmgraph.metrics import mean_std
+
+    mean, std = mean_std(values)
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@
   variants, F1, Acc-7, MAE, Pearson correlation), as MulT and MultiBench compute them.
 * :func:`corruption_levels`, :func:`corrupt`, :func:`relative_robustness`, :func:`effective_robustness`: MultiBench's
   robustness protocol (one modality corrupted at 11 levels 0.0 .. 1.0; areas under the accuracy-vs-level curve).
-* :func:`summarize`: ``(mean, std)`` of every scalar metric over a list of runs (seeds, folds).
+* :func:`summarize`: ``(mean, std)`` of every scalar metric over a list of runs (seeds, folds); :func:`mean_std`
+  the same of one list of values (the rule every report and benchmark script uses).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,6 +30,7 @@ __all__ = [
     "corrupt",
     "corruption_levels",
     "effective_robustness",
+    "mean_std",
     "regression_from_sums",
     "regression_metrics",
     "regression_sums",
@@ -263,9 +266,22 @@ def summarize(runs: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, fl
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"runs[{position}][{name!r}]: expected a number like runs[0], got {value!r}")
             values.append(float(value))
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        summary[name] = (float(np.mean(values)), std)
+        summary[name] = mean_std(values)
     return summary
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """``(mean, std)`` of ``values`` ``[n]``, n >= 1: the sample standard deviation (``ddof=1``), ``0.0`` for a
+    single value.
+
+    Example:
+        >>> mean_std([1.0, 2.0, 3.0])
+        (2.0, 1.0)
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"values: expected a non-empty sequence of numbers, got {values!r}")
+    numbers = [float(v) for v in values]
+    return statistics.fmean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else 0.0
 
 
 def _as_numpy(arg: str, value: Tensor | np.ndarray | Sequence) -> np.ndarray:

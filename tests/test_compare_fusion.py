@@ -19,6 +19,13 @@ def run(*args, cwd=ROOT):
                           timeout=600)
 
 
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_json_markdown_and_plots(tmp_path):
     result = run("--datasets", "synthetic-interaction", "--methods", "gnn", "concat", "--seeds", "0",
@@ -111,9 +118,7 @@ def test_throughput_benchmark_runs_and_reports_ratios_over_rounds(tmp_path):
 
 
 def test_cnn_pooling_benchmark_times_both_poolings(capsys):
-    spec = importlib.util.spec_from_file_location("cnn_pooling", ROOT / "benchmarks" / "cnn_pooling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("cnn_pooling")
     threads = torch.get_num_threads()
     try:
         module.main(["--rounds", "1", "--seconds", "0.01", "--no-avdigits"])
@@ -144,9 +149,7 @@ def test_throughput_sequences_reports_every_backend_with_its_own_peak_memory(tmp
 
 
 def test_bayes_ceiling_sets_each_method_of_a_report_beside_the_ceiling(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bayes_ceiling", ROOT / "benchmarks" / "bayes_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("bayes_ceiling")
     bayes = module.ceiling([1])[1]
     assert 97.0 < bayes["val"] <= 100.0 and 97.0 < bayes["test"] <= 100.0
     runs = [{"dataset": "synthetic-temporal", "method": "gnn", "seed": 1, "accuracy": 0.95},
@@ -158,6 +161,26 @@ def test_bayes_ceiling_sets_each_method_of_a_report_beside_the_ceiling(tmp_path,
     assert report["bayes"] == {1: bayes} and json.loads((tmp_path / "out.json").read_text())["seeds"] == [1]
     assert report["methods"] == {"gnn": {"accuracy": [95.0], "gap": [pytest.approx(bayes["test"] - 95.0)]}}
     assert f"| gnn | 95.00 ± 0.00 | {bayes['test'] - 95.0:.2f} ± 0.00 | 1 |" in capsys.readouterr().out
+
+
+def test_gnn_ablations_reports_each_variant_s_validation_runs_and_appends_them(tmp_path, capsys):
+    """The script behind docs/design.md's validation tables: one figure per split seed x init offset, their
+    mean ± std (mmgraph.metrics.mean_std), appended as a JSON line; a variant's kwargs reach the GNN."""
+    from mmgraph.metrics import mean_std
+
+    out = tmp_path / "ablations.jsonl"
+    args = ["--dataset", "nutrimouse", "--seeds", "0", "--init-offsets", "0", "100", "--out", str(out)]
+    results = _script("gnn_ablations").main(args + ["--variant", "default", "{}", "--variant", "one-layer",
+                                                    '{"layers": 1}'])
+    assert list(results) == ["default", "one-layer"]
+    for row in results.values():
+        assert len(row["val_accuracy"]) == 2 and all(0 <= v <= 100 for v in row["val_accuracy"])
+        assert (row["mean"], row["std"]) == mean_std(row["val_accuracy"])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["name"] for line in lines] == ["default", "one-layer"] and lines[1]["kwargs"] == {"layers": 1}
+    assert f"val {results['default']['mean']:6.2f}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="layers"):
+        _script("gnn_ablations").main(args + ["--variant", "bad", '{"layers": -1}'])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None,

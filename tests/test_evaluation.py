@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmgraph import MultiModalDataset, compare
+from mmgraph import FusionModel, MultiModalDataset, compare
 from mmgraph.data import available_datasets, drop_modalities, load_dataset, register_dataset
 from mmgraph.evaluation import robustness, runner
 from mmgraph.evaluation.methods import resolve_method
@@ -358,3 +358,18 @@ def test_the_training_command_loads_every_registered_data_set_av_digits_included
     assert data.modalities == ["image", "audio"] and len(data) == 2560
     register_dataset("tests-for-train", lambda: _classification_dataset(40), overwrite=True)
     assert train_cli._parser().parse_args(["--dataset", "tests-for-train"]).dataset == "tests-for-train"
+
+
+@pytest.mark.parametrize("size", [28, 84, 112])
+def test_the_comparison_s_image_and_spectrogram_encoders_take_from_dataset_s_stem(size):
+    """One stem rule (mmgraph.encoders.cnn.default_stem) for the comparison's CNNs and the model factory's."""
+    from mmgraph.encoders.cnn import default_stem
+
+    data = MultiModalDataset({"image": torch.rand(2, 1, 28, 28), "audio": torch.rand(2, 1, size, size)},
+                             {"label": torch.arange(2)})
+    specs = FusionModel.from_dataset(data, "concat").config()["encoders"]
+    for name, encoder in runner.audio_visual_encoders(data, False, 8, 0.0).items():
+        assert encoder.stem == specs[name]["stem"] == default_stem(*data.input_shapes[name][1:])
+    assert [default_stem(s, s) for s in (27, 55, 56, 111, 112, 224)] == [1, 1, 2, 2, 4, 8]
+    with pytest.raises(ValueError, match="height"):
+        default_stem(0, 28)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmgraph.metrics import (classification_metrics, confusion_metrics, regression_from_sums, regression_metrics,
-                             regression_sums, summarize)
+                             mean_std, regression_sums, summarize)
 
 
 def test_classification_metrics_match_a_hand_computed_example():
@@ -96,6 +96,14 @@ def test_summarize_gives_mean_and_sample_std_of_scalar_metrics():
         summarize([{"accuracy": 0.5}, {"f1": 0.3}])
     with pytest.raises(ValueError, match="runs"):
         summarize([])
+
+
+def test_mean_std_gives_the_mean_and_sample_std_of_one_list():
+    assert mean_std([0.5, 0.7]) == pytest.approx((0.6, math.sqrt(0.02)))
+    assert mean_std((3,)) == (3.0, 0.0)
+    for bad in ([], "12", None):
+        with pytest.raises(ValueError, match="values"):
+            mean_std(bad)
 
 
 # ---------------------------------------------------------------------------------------------------- sentiment

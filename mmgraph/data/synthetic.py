@@ -100,9 +100,8 @@ def make_temporal(n: int = 2000, num_modalities: int = 2, steps: int = 8, dim: i
         signal: norm of the event patterns (noise is standard normal per feature).
     """
     draws = _temporal_draws(n, num_modalities, steps, dim, seed, variable_length, signal)
-    real = torch.arange(steps) < draws.lengths.unsqueeze(1)  # [n, T]
     names = [f"m{i}" for i in range(num_modalities)]
-    step_mask = {name: real for name in names} if variable_length else None
+    step_mask = {name: draws.real for name in names} if variable_length else None
     return MultiModalDataset(dict(zip(names, draws.sequences)), draws.labels, step_mask=step_mask,
                              task_types={"label": 2}, name="synthetic-temporal")
 
@@ -154,6 +153,7 @@ class _TemporalDraws(NamedTuple):
     lengths: Tensor  # [n]
     patterns: Tensor  # [M, dim]
     sequences: Tensor  # [M, n, T, dim], zero past each length
+    real: Tensor  # BoolTensor[n, T]: the steps within each length
 
 
 def _temporal_draws(n: int, num_modalities: int, steps: int, dim: int, seed: int, variable_length: bool,
@@ -183,7 +183,7 @@ def _temporal_draws(n: int, num_modalities: int, steps: int, dim: int, seed: int
     is_event = torch.arange(steps) == event_steps.unsqueeze(-1)  # [M, n, T]
     sequences = sequences + is_event.unsqueeze(-1) * patterns[:, None, None, :]
     real = torch.arange(steps) < lengths.unsqueeze(1)  # [n, T]
-    return _TemporalDraws(labels, lengths, patterns, sequences * real[None, :, :, None])
+    return _TemporalDraws(labels, lengths, patterns, sequences * real[None, :, :, None], real)
 
 
 def make_raw(n: int = 512, seed: int = 0, image_size: int = 16, seq_len: int = 12, vocab_size: int = 50,

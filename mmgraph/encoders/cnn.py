@@ -11,7 +11,20 @@ from mmgraph.encoders.base import _check_dropout, _reset_children, register_enco
 from mmgraph.utils import check_int as _check_int
 
 __all__ = ["CNNEncoder", "MaxPool2x2", "SpatialCNNEncoder", "check_lenet_arguments", "check_lenet_batch",
-           "lenet_layers"]
+           "default_stem", "lenet_layers"]
+
+
+def default_stem(height: int, width: int) -> int:
+    """The stride of the stem convolution that keeps an ``H x W`` image's grid after it at 28 pixels or more: the
+    largest power of two ``s`` with ``min(H, W) // s >= 28`` (1 up to 55 pixels; 4 for av-digits' 112 x 112
+    spectrograms), so large images cost about what a 28 x 28 digit costs. The one rule of ``from_dataset``'s image
+    encoders and the comparison's image + spectrogram encoders."""
+    for arg, value in (("height", height), ("width", width)):
+        _check_int(arg, value, 1)
+    stem = 1
+    while min(height, width) // (2 * stem) >= 28:
+        stem *= 2
+    return stem
 
 
 class MaxPool2x2(nn.Module):

@@ -20,6 +20,7 @@ from torch import nn
 from mmgraph.data import MultiModalDataset, standardize
 from mmgraph.data.registry import load_dataset_with_split
 from mmgraph.encoders import RepeatSteps, SpatialCNNEncoder, SpectrogramCNNFramesEncoder
+from mmgraph.encoders.cnn import default_stem
 from mmgraph.evaluation.methods import Method, has_sequences, is_audio_visual, resolve_method
 from mmgraph.evaluation.protocol import Budget, Split, splits
 from mmgraph.evaluation.robustness import corruption_curves, drop_curves
@@ -79,14 +80,15 @@ def only(data: MultiModalDataset, modality: str) -> MultiModalDataset:
 
 def audio_visual_encoders(data: MultiModalDataset, frames: bool, dim: int, dropout: float) -> dict[str, nn.Module]:
     """The encoders every method gets on image + spectrogram data: a :class:`~mmgraph.encoders.SpatialCNNEncoder`
-    per image, with a strided stem per spectrogram; with ``frames`` the spectrogram as the frames of a
+    per modality, with the strided stem of :func:`~mmgraph.encoders.cnn.default_stem` (1 for 28 x 28 digits, 4 for
+    112 x 112 spectrograms); with ``frames`` the spectrogram as the frames of a
     :class:`~mmgraph.encoders.SpectrogramCNNFramesEncoder` (the same convolutions and stem;
     :data:`~mmgraph.evaluation.methods.AUDIO_FRAMES` frames for a 112-column spectrogram) and the image repeated
     at every frame."""
     encoders: dict[str, nn.Module] = {}
     steps = 0
     for name, shape in data.input_shapes.items():
-        stem = shape[1] // 28 if name == "audio" else 1
+        stem = default_stem(*shape[1:])
         if name == "audio" and frames:
             encoders[name] = SpectrogramCNNFramesEncoder(dim, tuple(shape[1:]), in_channels=shape[0], stem=stem,
                                                          dropout=dropout)

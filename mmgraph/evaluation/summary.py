@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 
 from mmgraph.evaluation.robustness import add_robustness_scores
+from mmgraph.metrics import mean_std
 
 __all__ = ["SUMMARISED", "ranked", "summarise"]
 
@@ -15,7 +16,8 @@ SUMMARISED = ("score", "accuracy", "macro_f1", "macro_recall", "acc2", "acc7", "
 
 
 def _stat(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std}
 
 
 def summarise(records: list[dict]) -> dict:

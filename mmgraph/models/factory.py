@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mmgraph.encoders.cnn import default_stem
 from mmgraph.encoders.text import DEFAULT_TEXT_MODEL
 from mmgraph.utils import check_choice
 
@@ -157,10 +158,8 @@ def _image_spec(shape: tuple[int, ...]) -> dict[str, Any]:
     channels, height, width = shape
     if min(height, width) < 4:
         return {"name": "cnn", "in_channels": channels}
-    stem = 1
-    while min(height, width) // (2 * stem) >= 28:
-        stem *= 2
-    return {"name": "spatial_cnn", "in_channels": channels, "image_size": [height, width], "stem": stem}
+    return {"name": "spatial_cnn", "in_channels": channels, "image_size": [height, width],
+            "stem": default_stem(height, width)}
 
 
 def _text_spec(dataset, name: str, text_model: str | None, nodes: str) -> dict[str, Any]:
