@@ -53,7 +53,7 @@ def test_tiny_run_writes_json_markdown_and_plots(tmp_path):
 
 
 @pytest.mark.slow
-def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path):
+def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path, capsys):
     first = run("--datasets", "synthetic-interaction", "--methods", "gnn", "concat", "--seeds", "0", "--epochs", "1",
                 "--out", str(tmp_path), "--no-plots")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -62,9 +62,9 @@ def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path
     for record in report["runs"]:  # sentinels: a replaced run loses its own, a kept run keeps it
         record["accuracy"] = -1.0
     path.write_text(json.dumps(report))
-    update = run("--datasets", "synthetic-interaction", "--methods", "concat", "--seeds", "0", "--epochs", "1",
-                 "--out", str(tmp_path), "--no-plots", "--update")
-    assert update.returncode == 0, update.stderr[-2000:]
+    script = _script("compare_fusion")  # the entry point ran above; the re-runs go in-process
+    script.main(["--datasets", "synthetic-interaction", "--methods", "concat", "--seeds", "0", "--epochs", "1",
+                 "--out", str(tmp_path), "--no-plots", "--update"])
     merged = json.loads(path.read_text())
     accuracy = {(r["method"], r["modality_dropout"]): r["accuracy"] for r in merged["runs"]}
     assert accuracy.pop(("concat", 0.0)) >= 0.0  # re-run
@@ -73,9 +73,10 @@ def test_update_replaces_only_the_rerun_methods_and_records_the_command(tmp_path
     table = (tmp_path / "compare_fusion.md").read_text()
     assert "--update" in merged["meta"]["updates"][0]["command"] and "--update" not in merged["meta"]["command"]
     assert "Then re-run (`--update`" in table and "| concat |" in table
-    mismatched = run("--datasets", "synthetic-interaction", "--methods", "concat", "--seeds", "1", "--epochs", "1",
-                     "--out", str(tmp_path), "--no-plots", "--update")
-    assert mismatched.returncode != 0 and "seeds [0]" in mismatched.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--datasets", "synthetic-interaction", "--methods", "concat", "--seeds", "1", "--epochs", "1",
+                     "--out", str(tmp_path), "--no-plots", "--update"])
+    assert exit_info.value.code != 0 and "seeds [0]" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -94,10 +95,13 @@ def test_pruned_temporal_gnn_is_an_opt_in_method_on_sequence_data(tmp_path):
     (["--methods", "gnn-pruned-1.5"], "unknown method"),
     (["--update", "--methods", "gnn"], "--update"),
 ])
-def test_bad_flags_exit_non_zero_with_a_clear_message(flags, words, tmp_path):
-    result = run(*flags, "--out", str(tmp_path))
-    assert result.returncode != 0
-    assert words in result.stderr
+def test_bad_flags_exit_non_zero_with_a_clear_message(flags, words, tmp_path, capsys):
+    # in-process (argparse's exit), as the subprocess runs above exercise the script's entry point
+    with pytest.raises(SystemExit) as exit_info:
+        _script("compare_fusion").main([*flags, "--out", str(tmp_path)])
+    assert exit_info.value.code != 0
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "compare_fusion.json").exists()
 
 
 @pytest.mark.slow
@@ -211,7 +215,7 @@ def test_av_digits_runs_fusions_temporal_gnn_and_unimodal_baselines_with_robustn
 
 
 @pytest.mark.slow
-def test_data_dir_adds_the_field_s_benchmarks_that_are_present(tmp_path):
+def test_data_dir_adds_the_field_s_benchmarks_that_are_present(tmp_path, capsys):
     from test_loaders import _write_affect, _write_avmnist
 
     data_dir = tmp_path / "data"
@@ -231,5 +235,6 @@ def test_data_dir_adds_the_field_s_benchmarks_that_are_present(tmp_path):
     assert {"acc2", "acc2_nonzero", "f1", "acc7", "mae", "pearson"} <= set(mosi["test"]["sentiment"])
     assert mosi["accuracy"] == mosi["test"]["sentiment"]["acc2"]
     assert len(next(r for r in report["runs"] if r["dataset"] == "avmnist")["test"]) == 1
-    missing = run("--datasets", "mosi", "--out", str(tmp_path / "none"))
-    assert missing.returncode != 0 and "need --data-dir" in missing.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        _script("compare_fusion").main(["--datasets", "mosi", "--out", str(tmp_path / "none")])
+    assert exit_info.value.code != 0 and "need --data-dir" in capsys.readouterr().err
