@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -270,17 +270,24 @@ def summarize(runs: Sequence[Mapping[str, object]]) -> dict[str, tuple[float, fl
     return summary
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """``(mean, std)`` of ``values`` ``[n]``, n >= 1: the sample standard deviation (``ddof=1``), ``0.0`` for a
-    single value.
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """``(mean, std)`` of ``values`` ``[n]`` (a list, tuple, 1-D array or tensor of numbers), n >= 1: the sample
+    standard deviation (``ddof=1``), ``0.0`` for a single value.
 
     Example:
         >>> mean_std([1.0, 2.0, 3.0])
         (2.0, 1.0)
     """
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise ValueError(f"values: expected a non-empty sequence of numbers, got {values!r}")
-    numbers = [float(v) for v in values]
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise TypeError(f"values: expected a sequence of numbers, got {type(values).__name__}")
+    numbers = []
+    for position, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number, Tensor)) or (
+                isinstance(value, Tensor) and value.numel() != 1):
+            raise TypeError(f"values[{position}]: expected a number, got {value!r}")
+        numbers.append(float(value))
+    if not numbers:
+        raise ValueError("values: expected at least one number, got none")
     return statistics.fmean(numbers), statistics.stdev(numbers) if len(numbers) > 1 else 0.0
 
 

@@ -101,8 +101,13 @@ def test_summarize_gives_mean_and_sample_std_of_scalar_metrics():
 def test_mean_std_gives_the_mean_and_sample_std_of_one_list():
     assert mean_std([0.5, 0.7]) == pytest.approx((0.6, math.sqrt(0.02)))
     assert mean_std((3,)) == (3.0, 0.0)
-    for bad in ([], "12", None):
-        with pytest.raises(ValueError, match="values"):
+    assert mean_std(np.array([0.5, 0.7])) == mean_std(torch.tensor([0.5, 0.7], dtype=torch.float64)) == \
+        mean_std([0.5, 0.7])
+    with pytest.raises(ValueError, match="values: expected at least one number"):
+        mean_std([])
+    for bad, where in (("12", "values"), (None, "values"), ({"a": 1.0}, "values"), ([1.0, "2"], r"values\[1\]"),
+                       ([True], r"values\[0\]")):
+        with pytest.raises(TypeError, match=where):
             mean_std(bad)
 
 
