@@ -138,7 +138,7 @@ def temporal_posterior(n: int = 2000, num_modalities: int = 2, steps: int = 8, d
     joint = evidence[0].unsqueeze(2) + evidence[1].unsqueeze(1)  # [n, T (t_0), T (t_1)]
     t = torch.arange(steps)
     lengths = draws.lengths.view(-1, 1, 1)
-    inside = (t.view(1, -1, 1) < lengths) & (t.view(1, 1, -1) < lengths)  # both steps within the sample's length
+    inside = draws.real.unsqueeze(2) & draws.real.unsqueeze(1)  # both steps within the sample's length
     offset = (t.view(1, 1, -1) - t.view(1, -1, 1)) % lengths  # d, [n, T, T]
     half = (lengths - 1) // 2
     after = inside & (offset >= 1) & (offset <= half)
